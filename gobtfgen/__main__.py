@@ -1,0 +1,5 @@
+import sys
+
+from gobtfgen.cli import main
+
+sys.exit(main())

@@ -1,0 +1,115 @@
+"""The one place that runs external programs (bpftool, git, go, clang).
+
+Every call resolves the binary first, prints the command shell-quoted when verbose, and turns a
+failure into a ToolError carrying the command, the exit code, the tail of stderr and advice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import sh
+
+from gobtfgen.errors import ToolError
+
+VERBOSE = False
+
+# How to get each tool, for the "not found" advice.
+_INSTALL_ADVICE = {
+    "bpftool": "install it (Debian/Ubuntu: apt-get install bpftool) or pass --bpftool PATH",
+    "git": "install git (Debian/Ubuntu: apt-get install git)",
+    "go": "install Go from the distribution or go.dev",
+    "clang": "install clang (Debian/Ubuntu: apt-get install clang llvm)",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    stdout: str
+    stderr: str
+
+
+def resolve(name_or_path: str, *, tool: str | None = None) -> str:
+    """Return an executable path for a tool name or path, or raise a ToolError with advice."""
+    tool = tool or Path(name_or_path).name
+    if os.sep in name_or_path:
+        if os.path.isfile(name_or_path) and os.access(name_or_path, os.X_OK):
+            return name_or_path
+        raise ToolError(f"{tool}: {name_or_path} is not an executable file; "
+                        f"{_INSTALL_ADVICE.get(tool, 'check the path')}")
+    found = shutil.which(name_or_path)
+    if not found:
+        raise ToolError(f"{tool} not found on PATH; {_INSTALL_ADVICE.get(tool, 'install it')}")
+    return found
+
+
+def run(argv: Sequence[str], *, cwd: str | Path | None = None, tool: str | None = None,
+        env: dict[str, str] | None = None) -> Result:
+    """Run a command to completion and return its output; raise ToolError on failure."""
+    exe = resolve(argv[0], tool=tool)
+    tool = tool or Path(argv[0]).name
+    if VERBOSE:
+        print("+ " + shlex.join([exe, *argv[1:]]), file=sys.stderr)
+    try:
+        proc = sh.Command(exe)(*argv[1:], _cwd=str(cwd) if cwd else None, _env=env,
+                               _tty_out=False, _err_to_out=False, _decode_errors="replace")
+    except sh.ErrorReturnCode as exc:
+        stderr = exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else str(exc.stderr)
+        tail = " | ".join(line.strip() for line in stderr.strip().splitlines()[-3:])
+        raise ToolError(f"{shlex.join([exe, *argv[1:]])} exited {exc.exit_code}: "
+                        f"{tail or '(no output on stderr)'}") from None
+    except sh.SignalException as exc:
+        raise ToolError(f"{shlex.join([exe, *argv[1:]])} was killed ({exc.__class__.__name__})") from None
+    except OSError as exc:
+        raise ToolError(f"cannot run {exe}: {exc.strerror}; "
+                        f"{_INSTALL_ADVICE.get(tool, 'check the path')}") from None
+    return Result(stdout=str(proc), stderr=proc.stderr.decode("utf-8", "replace"))
+
+
+# bpftool gen min_core_btf first shipped with the bpftool of Linux 5.18; bpftool then moved to its
+# own version scheme starting at v7.0.0 (2022), which includes it.
+MIN_BPFTOOL = (7, 0, 0)
+
+
+@lru_cache(maxsize=None)
+def bpftool_version(bpftool: str) -> tuple[str, tuple[int, int, int]]:
+    """Return (resolved path, version) of a bpftool that supports gen min_core_btf."""
+    exe = resolve(bpftool, tool="bpftool")
+    out = run([exe, "version"], tool="bpftool").stdout
+    match = re.search(r"v(\d+)\.(\d+)\.(\d+)", out)
+    if not match:
+        raise ToolError(f"bpftool: cannot read a version from `{exe} version` "
+                        f"(got {out.strip()[:80]!r}); install bpftool >= 7.0 or pass --bpftool")
+    version = (int(match[1]), int(match[2]), int(match[3]))
+    # Versions below 7 are kernel-versioned (v5.x, v6.x): min_core_btf arrived in v5.18.
+    ok = version >= MIN_BPFTOOL or (version[0] in (5, 6) and version >= (5, 18, 0))
+    if not ok:
+        raise ToolError(f"bpftool {'.'.join(map(str, version))} at {exe} is too old: "
+                        "gen min_core_btf needs bpftool >= 7.0 (or the one of Linux >= 5.18); "
+                        "upgrade it (Debian 12: apt-get install bpftool) or pass --bpftool")
+    return exe, version
+
+
+def bpftool_min_core_btf(bpftool: str, source: Path, output: Path,
+                         objects: Sequence[Path]) -> None:
+    exe, _ = bpftool_version(bpftool)
+    run([exe, "gen", "min_core_btf", str(source), str(output), *map(str, objects)],
+        tool="bpftool")
+
+
+def git_head(repo: Path) -> str | None:
+    """The commit checked out in repo, or None when it is not a git checkout (or git is absent)."""
+    if not (repo / ".git").exists():
+        return None
+    try:
+        return run(["git", "-C", str(repo), "rev-parse", "HEAD"], tool="git").stdout.strip() or None
+    except ToolError:
+        return None
