@@ -31,6 +31,10 @@ _INSTALL_ADVICE = {
 }
 
 
+class ToolKilled(ToolError):
+    """The program died from a signal (Ctrl-C, OOM killer): not a verdict on its input."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Result:
     stdout: str
@@ -60,18 +64,20 @@ def run(argv: Sequence[str], *, cwd: str | Path | None = None, tool: str | None 
         print("+ " + shlex.join([exe, *argv[1:]]), file=sys.stderr)
     try:
         proc = sh.Command(exe)(*argv[1:], _cwd=str(cwd) if cwd else None, _env=env,
-                               _tty_out=False, _err_to_out=False, _decode_errors="replace")
+                               _tty_out=False, _return_cmd=True)
     except sh.ErrorReturnCode as exc:
         stderr = exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else str(exc.stderr)
         tail = " | ".join(line.strip() for line in stderr.strip().splitlines()[-3:])
         raise ToolError(f"{shlex.join([exe, *argv[1:]])} exited {exc.exit_code}: "
                         f"{tail or '(no output on stderr)'}") from None
     except sh.SignalException as exc:
-        raise ToolError(f"{shlex.join([exe, *argv[1:]])} was killed ({exc.__class__.__name__})") from None
+        raise ToolKilled(f"{shlex.join([exe, *argv[1:]])} was killed "
+                         f"({exc.__class__.__name__})") from None
     except OSError as exc:
         raise ToolError(f"cannot run {exe}: {exc.strerror}; "
                         f"{_INSTALL_ADVICE.get(tool, 'check the path')}") from None
-    return Result(stdout=str(proc), stderr=proc.stderr.decode("utf-8", "replace"))
+    return Result(stdout=proc.stdout.decode("utf-8", "replace"),
+                  stderr=proc.stderr.decode("utf-8", "replace"))
 
 
 # bpftool gen min_core_btf first shipped with the bpftool of Linux 5.18; bpftool then moved to its

@@ -1,0 +1,183 @@
+"""btfhub-archive layout: scanning, filtering and safe in-memory reading of `.btf.tar.xz` files.
+
+Layout: `<os-release ID>/<version>/<x86_64|arm64>/<uname -r>.btf.tar.xz`, each tar holding one
+member `<uname -r>.btf` (raw BTF). Nothing is ever extracted to disk: archives are user input,
+and a member named `../../x` or a symlink must not be able to touch anything.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import lzma
+import os
+import struct
+import tarfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gobtfgen.errors import InputError, Level, Problem
+
+SUFFIX = ".btf.tar.xz"
+ARCHES = ("x86_64", "arm64")
+# What users (and Makefiles written for bpf2go or uname) call these arches.
+ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x86": "x86_64",
+                "arm64": "arm64", "aarch64": "arm64"}
+# The largest kernel BTF seen is ~27 MB (560k types); xz input past this is an xz bomb or not
+# a kernel BTF, and we stop inflating instead of exhausting memory.
+MAX_TAR_BYTES = 256 << 20
+MAX_XZ_BYTES = 128 << 20
+BTF_MAGIC = 0xEB9F
+
+_FIX = "re-fetch it (gobtfgen fetch) or leave it out with --exclude"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Kernel:
+    key: str  # "<id>/<version>/<arch>/<release>": the payload key and the filter subject
+    distro: str
+    version: str
+    arch: str
+    release: str
+    path: Path
+
+
+def kernel_from_path(root: Path, path: Path) -> Kernel | None:
+    rel = path.relative_to(root).parts
+    if len(rel) != 4 or not rel[3].endswith(SUFFIX):
+        return None
+    distro, version, arch, name = rel
+    release = name[: -len(SUFFIX)]
+    return Kernel(key=f"{distro}/{version}/{arch}/{release}", distro=distro, version=version,
+                  arch=arch, release=release, path=path)
+
+
+def _matches(key: str, patterns: Sequence[str]) -> bool:
+    # A pattern matches the whole key, or a prefix of it ending at a "/" (so "ubuntu" and
+    # "centos/7" select folders the way a user expects).
+    for pat in patterns:
+        pat = pat.rstrip("/")
+        if fnmatch.fnmatchcase(key, pat) or fnmatch.fnmatchcase(key, pat + "/*"):
+            return True
+    return False
+
+
+def scan_archive(root: Path, arches: Iterable[str], include: Sequence[str] = (),
+                 exclude: Sequence[str] = ()) -> tuple[list[Kernel], list[Problem]]:
+    """All kernels under root for the given arches, filtered, sorted by key."""
+    if not root.is_dir():
+        raise InputError(f"archive {root} is not a directory; pass --archive DIR (or set "
+                         "BTFHUB_ARCHIVE) pointing at a btfhub-archive checkout")
+    wanted = set(arches)
+    kernels: list[Kernel] = []
+    problems: list[Problem] = []
+    for distro in _subdirs(root):
+        for version in _subdirs(distro):
+            for arch in _subdirs(version):
+                if arch.name not in ARCHES:
+                    if arch.name == "aarch64":
+                        problems.append(Problem(
+                            level=Level.WARNING, subject=str(arch),
+                            message="btfhub names this arch arm64, not aarch64; rename the "
+                                    "folder to arm64 to use these kernels"))
+                    continue
+                if arch.name not in wanted:
+                    continue
+                for entry in sorted(os.scandir(arch), key=lambda e: e.name):
+                    if entry.name.endswith(SUFFIX) and entry.is_file():
+                        kernel = kernel_from_path(root, Path(entry.path))
+                        if kernel and (not include or _matches(kernel.key, include)) and \
+                                not _matches(kernel.key, exclude):
+                            kernels.append(kernel)
+    kernels.sort(key=lambda k: k.key)
+    return kernels, problems
+
+
+def _subdirs(path: Path) -> list[Path]:
+    # Dot folders (.git) are never part of the layout.
+    return sorted(Path(e.path) for e in os.scandir(path)
+                  if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
+
+
+def inflate_xz(data: bytes, *, what: Path, limit: int = MAX_TAR_BYTES) -> bytes:
+    """Decompress xz data, refusing to produce more than limit bytes."""
+    decomp = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    try:
+        out = decomp.decompress(data, max_length=limit + 1)
+    except lzma.LZMAError as exc:
+        raise InputError(f"{what}: corrupt xz data ({exc}); {_FIX}") from None
+    if len(out) > limit:
+        raise InputError(f"{what}: inflates past {limit >> 20} MiB, more than any kernel BTF "
+                         f"(an xz bomb or not a btfhub file); {_FIX}")
+    if not decomp.eof:
+        raise InputError(f"{what}: truncated xz data; {_FIX}")
+    return out
+
+
+def read_kernel_btf(path: Path) -> bytes:
+    """The raw BTF inside a btfhub `.btf.tar.xz`, read in memory with strict member checks."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_XZ_BYTES:
+            raise InputError(f"{path}: {size >> 20} MiB is too large for a btfhub BTF file; {_FIX}")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror}); check its permissions") from None
+    tar_bytes = inflate_xz(data, what=path)
+    return btf_from_tar(tar_bytes, what=path)
+
+
+def btf_from_tar(tar_bytes: bytes, *, what: Path) -> bytes:
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:")
+        members = tar.getmembers()
+    except (tarfile.TarError, EOFError) as exc:
+        raise InputError(f"{what}: not a valid tar inside the xz ({exc}); {_FIX}") from None
+    btf_members = []
+    for member in members:
+        name = member.name
+        if name.startswith("/") or ".." in Path(name).parts:
+            raise InputError(f"{what}: tar member {name!r} escapes the archive (absolute path "
+                             f"or '..'); refusing the file; {_FIX}")
+        if member.issym() or member.islnk():
+            raise InputError(f"{what}: tar member {name!r} is a link; btfhub files hold one "
+                             f"regular .btf file; {_FIX}")
+        if member.isdir():
+            continue
+        if not member.isfile():
+            raise InputError(f"{what}: tar member {name!r} is a device or special file; {_FIX}")
+        if name.endswith(".btf"):
+            btf_members.append(member)
+    if not btf_members:
+        raise InputError(f"{what}: the tar holds no .btf member; {_FIX}")
+    if len(btf_members) > 1:
+        raise InputError(f"{what}: the tar holds {len(btf_members)} .btf members, btfhub files "
+                         f"hold one; {_FIX}")
+    extracted = tar.extractfile(btf_members[0])
+    if extracted is None:  # pragma: no cover - isfile() checked above
+        raise InputError(f"{what}: cannot read {btf_members[0].name}; {_FIX}")
+    btf = extracted.read()
+    check_btf(btf, what=f"{what} ({btf_members[0].name})")
+    return btf
+
+
+def check_btf(blob: bytes, *, what: object) -> None:
+    """Header sanity of a raw BTF blob: magic, version, section bounds."""
+    if len(blob) < 24:
+        raise InputError(f"{what}: {len(blob)} bytes is too short for BTF; {_FIX}")
+    magic = struct.unpack_from("<H", blob)[0]
+    if magic == BTF_MAGIC:
+        order = "<"
+    elif magic == 0x9FEB:
+        order = ">"
+    else:
+        raise InputError(f"{what}: not BTF (magic {blob[:2].hex()}, want eb9f); {_FIX}")
+    version, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
+        order + "BBIIIII", blob, 2)
+    if version != 1 or hdr_len < 24 or hdr_len > len(blob):
+        raise InputError(f"{what}: unsupported BTF header (version {version}, length "
+                         f"{hdr_len}); {_FIX}")
+    body = len(blob) - hdr_len
+    if type_off + type_len > body or str_off + str_len > body:
+        raise InputError(f"{what}: BTF sections run past the end of the data (damaged); {_FIX}")

@@ -1,0 +1,65 @@
+"""Command line: flags, environment, and the one error boundary (`main(argv) -> int`)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+from collections.abc import Sequence
+
+from gobtfgen import __version__, tools
+from gobtfgen.errors import GobtfgenError
+
+# Each module in gobtfgen/commands/ has register(subparsers) and run(args) -> int.
+COMMANDS = ["generate", "minimize", "host", "archive", "check", "fetch"]
+
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gobtfgen",
+        description="Minimized, embedded kernel BTF for Go eBPF programs, so CO-RE programs "
+                    "built with cilium/ebpf run on kernels without /sys/kernel/btf/vmlinux.")
+    parser.add_argument("--version", action="version", version=f"gobtfgen {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="print every external command before running it")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"gobtfgen.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"gobtfgen.commands.{name}":
+                continue  # a command not built yet in this checkout
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM (CI cancelling a job) takes the same clean path as Ctrl-C.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        tools.VERBOSE = args.verbose
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return 2
+        from gobtfgen.options import resolve_lists
+
+        resolve_lists(args)
+        return int(args.func(args))
+    except GobtfgenError as exc:
+        print(f"gobtfgen: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("gobtfgen: interrupted; outputs left as they were", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""gobtfgen generate: BPF objects + btfhub-archive -> minimized BTF payloads + Go + Makefile."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from gobtfgen import pipeline, render
+from gobtfgen.archive import ARCH_ALIASES, ARCHES
+from gobtfgen.cache import default_cache_dir
+from gobtfgen.errors import UsageError
+from gobtfgen.minimize import available
+from gobtfgen.options import add
+from gobtfgen.report import human_bytes, print_problems
+
+_PACKAGE_RE = re.compile(rb"^package\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
+
+
+def add_minimizer_flags(p: argparse.ArgumentParser | Any) -> None:
+    add(p, "--minimizer", env="GOBTFGEN_MINIMIZER", default="bpftool",
+        choices=["bpftool", "python-compat", "python"],
+        help="how to minimize: bpftool gen min_core_btf, or the built-in minimizer")
+    add(p, "--bpftool", env="BPFTOOL", default="bpftool", metavar="PATH",
+        help="bpftool to run (>= 7.0)")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "generate", help="minimize kernel BTFs for BPF objects and generate Go code embedding them",
+        description="Minimize every selected kernel of a btfhub-archive for the CO-RE "
+                    "relocations of the BPF objects, pack the results per arch, and write Go "
+                    "code (GetBTFSpec, LoadBTFSpec, LookupBTF), the payloads, a manifest, a "
+                    "kernel list and Makefile.btfgen into the output directory.",
+        epilog="From go generate: //go:generate gobtfgen generate --archive $BTFHUB_ARCHIVE "
+               "(the package name comes from $GOPACKAGE).")
+    add(p, "--object", env="GOBTFGEN_OBJECTS", kind="list", dest="objects", metavar="FILE",
+        help="a BPF object (repeatable); none: bpf2go outputs found in the output directory")
+    add(p, "--archive", env="BTFHUB_ARCHIVE", metavar="DIR",
+        help="btfhub-archive directory (<id>/<version>/<arch>/<release>.btf.tar.xz)")
+    add(p, "--arch", env="GOBTFGEN_ARCH", default="x86_64,arm64",
+        help="comma-separated arches to embed: x86_64 (amd64), arm64 (aarch64)")
+    add(p, "--include", env="GOBTFGEN_INCLUDE", kind="list", metavar="PAT",
+        help="only kernels whose <id>/<version>/<arch>/<release> matches this glob or folder "
+             "(repeatable)")
+    add(p, "--exclude", env="GOBTFGEN_EXCLUDE", kind="list", metavar="PAT",
+        help="leave out kernels matching this glob or folder (repeatable)")
+    add(p, "--pkg", env="GOPACKAGE", metavar="NAME",
+        help="Go package of the generated code (default: the package of the Go files in the "
+             "output directory, else main)")
+    add(p, "--output-dir", env="GOBTFGEN_OUTPUT_DIR", default=".", metavar="DIR",
+        help="where the Go files, payloads, manifest and Makefile.btfgen go")
+    add(p, "--jobs", "-j", env="GOBTFGEN_JOBS", default=os.cpu_count() or 1, kind="int",
+        metavar="N", help="kernels minimized in parallel")
+    add_minimizer_flags(p)
+    add(p, "--env-prefix", env="GOBTFGEN_ENV_PREFIX", default="BTFGEN", metavar="PREFIX",
+        help="prefix of the generated program's environment variables (PREFIX_BTF_FILE "
+             "overrides the BTF at run time)")
+    add(p, "--cache-dir", env="GOBTFGEN_CACHE_DIR", default=str(default_cache_dir()),
+        metavar="DIR", help="per-kernel cache")
+    add(p, "--strict", env="GOBTFGEN_STRICT", kind="bool",
+        help="exit 1 when any kernel failed or any warning was reported")
+    add(p, "--progress", env="GOBTFGEN_PROGRESS", kind="bool",
+        help="show the progress bar even when stderr is not a terminal")
+    add(p, "--quiet", "-q", env="GOBTFGEN_QUIET", kind="bool",
+        help="print only warnings and errors")
+    p.set_defaults(func=run)
+
+
+def parse_arches(value: str) -> tuple[str, ...]:
+    arches: list[str] = []
+    for item in value.replace(" ", ",").split(","):
+        if not item:
+            continue
+        arch = ARCH_ALIASES.get(item.strip().lower())
+        if arch is None:
+            raise UsageError(f"--arch {item!r} is not a btfhub arch; use "
+                             f"{' or '.join(ARCHES)} (amd64/aarch64 are accepted too)")
+        if arch not in arches:
+            arches.append(arch)
+    if not arches:
+        raise UsageError(f"--arch is empty; use {','.join(ARCHES)}")
+    return tuple(arches)
+
+
+def detect_package(directory: Path) -> str | None:
+    """The package clause of the hand-written Go files in directory, if they agree."""
+    names = set()
+    for path in sorted(directory.glob("*.go")):
+        if path.name.endswith("_test.go"):
+            continue
+        try:
+            head = path.read_bytes()[:8192]
+        except OSError:
+            continue
+        if render.GENERATED_MARK.encode() in head.split(b"\n", 1)[0]:
+            continue
+        match = _PACKAGE_RE.search(head)
+        if match:
+            names.add(match[1].decode())
+    return names.pop() if len(names) == 1 else None
+
+
+def options_from_args(args: argparse.Namespace) -> pipeline.GenerateOptions:
+    if not args.archive:
+        raise UsageError("no archive: pass --archive DIR or set BTFHUB_ARCHIVE to a "
+                         "btfhub-archive checkout (gobtfgen archive add makes one from this "
+                         "host's kernel)")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: must be at least 1")
+    output_dir = Path(args.output_dir)
+    package = args.pkg or detect_package(output_dir) or "main"
+    render.validate_package(package)
+    render.validate_env_prefix(args.env_prefix)
+    if args.minimizer not in available():
+        raise UsageError(f"--minimizer {args.minimizer} is not built into this gobtfgen; use "
+                         f"{' or '.join(available())}")
+    return pipeline.GenerateOptions(
+        objects=tuple(Path(o) for o in args.objects), archive=Path(args.archive),
+        archive_arg=args.archive, arches=parse_arches(args.arch),
+        include=tuple(args.include), exclude=tuple(args.exclude), package=package,
+        output_dir=output_dir, jobs=args.jobs, minimizer=args.minimizer, bpftool=args.bpftool,
+        env_prefix=args.env_prefix, cache_dir=Path(args.cache_dir), strict=args.strict,
+        progress=True if args.progress else None)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = options_from_args(args)
+    outcome = pipeline.build(options)
+    err = sys.stderr
+    problems = [p for p in outcome.problems
+                if not args.quiet or p.level.value != "note"]
+    print_problems(problems)
+    if not args.quiet:
+        c = outcome.counts
+        print(f"gobtfgen: {len(outcome.results)} kernels: {c['minimized']} minimized, "
+              f"{c['cached']} from cache, {c['skipped']} skipped, {c['failed']} failed "
+              f"({outcome.minimizer_identity})", file=err)
+        for arch, s in outcome.stats.items():
+            if s.entries:
+                ratio = 100.0 * s.payload_bytes / max(s.raw_bytes, 1)
+                print(f"gobtfgen: {render.payload_file(arch)}: {s.entries} kernels, {s.blobs} "
+                      f"unique BTFs, {human_bytes(s.raw_bytes)} minimized -> "
+                      f"{human_bytes(s.payload_bytes)} ({ratio:.1f}%)", file=err)
+        w = outcome.written
+        if w is not None:
+            print(f"gobtfgen: {options.output_dir}: {len(w.written)} written, "
+                  f"{len(w.unchanged)} unchanged, {len(w.removed)} removed, in "
+                  f"{outcome.elapsed:.2f} s", file=err)
+    return outcome.exit_code

@@ -1,0 +1,77 @@
+"""Minimizers: one kernel BTF + the objects of its arch -> the BTF their CO-RE relocations need.
+
+A pluggable stage: `generate` and `minimize` pick one by name, and its identity() goes into the
+cache key, so switching minimizer (or upgrading bpftool) never serves a stale result.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from gobtfgen.errors import UsageError
+
+
+class MinimizeError(Exception):
+    """This kernel cannot be minimized for these objects; the message says why (one line).
+
+    cacheable=False for failures that are not the kernel's (the minimizer was killed): those
+    are retried on the next run instead of being remembered."""
+
+    def __init__(self, message: str, *, cacheable: bool = True) -> None:
+        super().__init__(message)
+        self.cacheable = cacheable
+
+
+class Minimizer(abc.ABC):
+    name: ClassVar[str]
+    # "threads" when the work happens outside the GIL (a subprocess), "processes" for pure Python.
+    parallel: ClassVar[str] = "threads"
+
+    @abc.abstractmethod
+    def identity(self) -> str:
+        """Name and version: part of the cache key; changes whenever the output may change."""
+
+    @abc.abstractmethod
+    def minimize(self, kernel_btf: Path, objects: Sequence[Path]) -> bytes:
+        """Minimized BTF for a raw kernel BTF file and BPF objects (all of one arch)."""
+
+
+def _bpftool(**options: str) -> Minimizer:
+    from gobtfgen.minimize.bpftool import BpftoolMinimizer
+
+    return BpftoolMinimizer(bpftool=options.get("bpftool", "bpftool"))
+
+
+def _python(compat: bool) -> Callable[..., Minimizer]:
+    def make(**_options: str) -> Minimizer:
+        from gobtfgen.minimize import python as pymin  # type: ignore[attr-defined,unused-ignore]
+
+        cls = pymin.PythonCompatMinimizer if compat else pymin.PythonMinimizer
+        return cls()  # type: ignore[no-any-return,unused-ignore]
+
+    return make
+
+
+FACTORIES: dict[str, Callable[..., Minimizer]] = {
+    "bpftool": _bpftool,
+    "python-compat": _python(compat=True),
+    "python": _python(compat=False),
+}
+
+
+def available() -> list[str]:
+    names = ["bpftool"]
+    try:
+        from gobtfgen.minimize import python  # noqa: F401  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return names
+    return [*names, "python-compat", "python"]
+
+
+def get_minimizer(name: str, **options: str) -> Minimizer:
+    if name not in available():
+        raise UsageError(f"--minimizer {name!r} is not one of {', '.join(available())}")
+    return FACTORIES[name](**options)

@@ -1,0 +1,65 @@
+"""Flag helpers: every option has an environment fallback, named in --help (flag > env > default)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from gobtfgen.errors import UsageError
+
+_LIST_DEFAULT = "_list_default_"
+
+
+def env_default(env: str, default: Any, *, kind: str = "str") -> Any:
+    """The default of a flag: the environment variable when set, else default."""
+    raw = os.environ.get(env)
+    if raw is None or raw == "":
+        return default
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise UsageError(f"${env}={raw!r} is not a whole number; unset it or fix it") from None
+    if kind == "bool":
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise UsageError(f"${env}={raw!r} is not a boolean; use 1 or 0")
+    if kind == "list":
+        return [item for item in raw.replace(",", " ").split() if item]
+    return raw
+
+
+def add(parser: argparse.ArgumentParser | Any, *flags: str, env: str | None, default: Any = None,
+        kind: str = "str", help: str, **kwargs: Any) -> None:
+    """add_argument with an env fallback; the help says which variable and the default."""
+    value = env_default(env, default, kind=kind) if env else default
+    extra = []
+    if env:
+        extra.append(f"env: {env}")
+    if default not in (None, [], False, ""):
+        extra.append(f"default: {','.join(default) if isinstance(default, list) else default}")
+    text = help + (f" ({'; '.join(extra)})" if extra else "")
+    if kind == "bool":
+        parser.add_argument(*flags, action="store_true", default=value, help=text, **kwargs)
+    elif kind == "list":
+        dest = kwargs.pop("dest", None) or flags[0].lstrip("-").replace("-", "_")
+        parser.add_argument(*flags, action="append", dest=dest, default=None, help=text,
+                            **kwargs)
+        parser.set_defaults(**{f"{_LIST_DEFAULT}{dest}": list(value or [])})
+    elif kind == "int":
+        parser.add_argument(*flags, type=int, default=value, help=text, **kwargs)
+    else:
+        parser.add_argument(*flags, default=value, help=text, **kwargs)
+
+
+def resolve_lists(args: argparse.Namespace) -> None:
+    """Repeated flags replace (not extend) their env/default list."""
+    for name, default in list(vars(args).items()):
+        if name.startswith(_LIST_DEFAULT):
+            dest = name[len(_LIST_DEFAULT):]
+            if getattr(args, dest, None) is None:
+                setattr(args, dest, list(default))
+            delattr(args, name)

@@ -1,0 +1,371 @@
+"""The generate pipeline, in order:
+
+    plan (objects, kernels) -> minimize each kernel (parallel, cached) -> pack per arch
+    -> render -> write atomically -> report
+
+`plan()` and `minimize_all()` have no side effects on the output directory; `build()` runs the
+stages and returns the outcome with the problems it collected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gobtfgen import __version__, pack, render, tools
+from gobtfgen.archive import ARCHES, Kernel, btf_from_tar, check_btf, inflate_xz, scan_archive
+from gobtfgen.cache import Cache, HashMemo, minimize_key
+from gobtfgen.errors import GobtfgenError, InputError, Level, Problem
+from gobtfgen.minimize import MinimizeError, Minimizer, get_minimizer
+from gobtfgen.objects import BpfObject, discover, read_object, signature_of
+from gobtfgen.report import Progress
+from gobtfgen.write import MANIFEST, WriteResult, write_outputs
+
+KERNELS_LIST = "btfgen_kernels.txt"
+MAKEFILE = "Makefile.btfgen"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerateOptions:
+    objects: tuple[Path, ...]  # explicit objects; empty: discover bpf2go outputs in output_dir
+    archive: Path
+    archive_arg: str  # the archive as the user wrote it (for the Makefile and the manifest)
+    arches: tuple[str, ...]
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    package: str = "main"
+    output_dir: Path = Path(".")
+    jobs: int = 1
+    minimizer: str = "bpftool"
+    bpftool: str = "bpftool"
+    env_prefix: str = "BTFGEN"
+    cache_dir: Path = Path(".")
+    strict: bool = False
+    progress: bool | None = None  # None: when stderr is a terminal
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    kernels: tuple[Kernel, ...]
+    objects: tuple[BpfObject, ...]
+    objects_by_arch: dict[str, tuple[BpfObject, ...]]
+    signature_by_arch: dict[str, str]
+    problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelResult:
+    kernel: Kernel
+    status: str  # "minimized" | "cached" | "failed" | "skipped"
+    btf: bytes | None = None
+    message: str | None = None
+    kernel_sha: str | None = None
+    stamp: list[object] | None = None  # the archive file's stat when its hash was computed
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    results: tuple[KernelResult, ...]
+    problems: tuple[Problem, ...]
+    stats: dict[str, pack.PackStats]
+    written: WriteResult | None
+    elapsed: float
+    exit_code: int
+    minimizer_identity: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+# ---- plan ------------------------------------------------------------------------------------
+
+def plan(options: GenerateOptions) -> Plan:
+    problems: list[Problem] = []
+    paths = list(options.objects)
+    if not paths:
+        paths = discover(options.output_dir)
+        if not paths:
+            raise InputError(f"no BPF objects in {options.output_dir} (looked for bpf2go's "
+                             "*_bpfel.o, *_<arch>_bpfel.o, *_bpfel_x86.o); run bpf2go first or "
+                             "pass --object FILE")
+    objects: list[BpfObject] = []
+    for path in paths:
+        if not path.is_file():
+            raise InputError(f"{path}: no such object file; check the --object path")
+        obj = read_object(path)
+        if obj.core_relocations == 0:
+            problems.append(Problem(level=Level.NOTE, subject=str(path),
+                                    message="no CO-RE relocations (.BTF.ext): needs no kernel "
+                                            "BTF, skipped"))
+            continue
+        if not obj.little_endian:
+            problems.append(Problem(level=Level.NOTE, subject=str(path),
+                                    message="big-endian object: btfhub has no big-endian "
+                                            "kernels, skipped"))
+            continue
+        if not obj.arches:
+            problems.append(Problem(level=Level.NOTE, subject=str(path),
+                                    message=f"target {obj.target} has no btfhub kernels, skipped"))
+            continue
+        for prog in obj.kernel_btf_programs:
+            problems.append(Problem(
+                level=Level.WARNING, subject=f"{path.name}:{prog}",
+                message="attaches through the running kernel's own BTF (fentry/fexit/tp_btf/"
+                        "lsm/iter/struct_ops); no embedded BTF can rescue it on kernels without "
+                        "BTF: skip it there"))
+        objects.append(obj)
+    if not objects:
+        raise InputError("none of the BPF objects has CO-RE relocations for a btfhub arch "
+                         f"({', '.join(str(p) for p in paths)}); nothing needs embedded BTF")
+    by_arch = {arch: tuple(o for o in objects if arch in o.arches) for arch in options.arches}
+    kernels, scan_problems = scan_archive(options.archive, options.arches, options.include,
+                                          options.exclude)
+    problems += scan_problems
+    if not kernels:
+        raise InputError(f"no kernels selected in {options.archive} for "
+                         f"{','.join(options.arches)}"
+                         + (f" with --include {' '.join(options.include)}" if options.include else "")
+                         + (f" --exclude {' '.join(options.exclude)}" if options.exclude else "")
+                         + "; check the archive layout (<id>/<version>/<arch>/<release>"
+                           ".btf.tar.xz) and the filters")
+    return Plan(kernels=tuple(kernels), objects=tuple(objects), objects_by_arch=by_arch,
+                signature_by_arch={a: signature_of(objs) for a, objs in by_arch.items() if objs},
+                problems=tuple(problems))
+
+
+# ---- minimize --------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Task:
+    kernel: Kernel
+    known_sha: str | None
+    objects: tuple[Path, ...]
+    signature: str
+    minimizer: str
+    minimizer_options: tuple[tuple[str, str], ...]
+    cache_root: Path
+
+
+_minimizers: dict[tuple[str, tuple[tuple[str, str], ...]], Minimizer] = {}
+_minimizers_lock = threading.Lock()
+
+
+def _minimizer_for(name: str, options: tuple[tuple[str, str], ...]) -> Minimizer:
+    # One instance per process: a Python minimizer parses each object once and serves every
+    # kernel this worker gets.
+    with _minimizers_lock:
+        key = (name, options)
+        if key not in _minimizers:
+            _minimizers[key] = get_minimizer(name, **dict(options))
+        return _minimizers[key]
+
+
+def minimize_kernel(task: Task) -> KernelResult:
+    """One kernel: content hash, cache lookup, inflate, minimize, store. Runs in a worker."""
+    kernel = task.kernel
+    cache = Cache(task.cache_root)
+    data: bytes | None = None
+    stamp: list[object] | None = None
+    try:
+        sha = task.known_sha
+        if sha is None:
+            stamp = HashMemo.stamp(kernel.path)
+            data = kernel.path.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+    except OSError as exc:
+        return KernelResult(kernel=kernel, status="failed",
+                            message=f"cannot read {kernel.path} ({exc.strerror})")
+    minimizer = _minimizer_for(task.minimizer, task.minimizer_options)
+    key = minimize_key(sha, task.signature, minimizer.identity())
+    cached = cache.get_min(key)
+    if cached is not None:
+        return KernelResult(kernel=kernel, status="cached" if cached.btf else "failed",
+                            btf=cached.btf, message=cached.error, kernel_sha=sha, stamp=stamp)
+    try:
+        if not cache.has_raw(sha):
+            if data is None:
+                data = kernel.path.read_bytes()
+            tar = inflate_xz(data, what=kernel.path)
+            raw = btf_from_tar(tar, what=kernel.path)
+            cache.put_raw(sha, raw)
+        out = minimizer.minimize(cache.raw_path(sha), task.objects)
+        check_btf(out, what=f"{minimizer.identity()} output for {kernel.key}")
+    except (InputError, MinimizeError) as exc:
+        # Remember deterministic failures so an unchanged re-run runs no minimizer; a minimizer
+        # killed by a signal (Ctrl-C) is not the kernel's fault and is retried next time.
+        if getattr(exc, "cacheable", True):
+            cache.put_min_error(key, str(exc))
+        return KernelResult(kernel=kernel, status="failed", message=str(exc), kernel_sha=sha,
+                            stamp=stamp)
+    cache.put_min(key, out)
+    return KernelResult(kernel=kernel, status="minimized", btf=out, kernel_sha=sha, stamp=stamp)
+
+
+def minimize_all(p: Plan, options: GenerateOptions, *,
+                 on_result: Callable[[KernelResult], None] | None = None
+                 ) -> tuple[list[KernelResult], str]:
+    cache = Cache(options.cache_dir)
+    memo = cache.memo()
+    minimizer_options = (("bpftool", options.bpftool),) if options.minimizer == "bpftool" else ()
+    # Build the minimizer here first: a missing or too old bpftool is one clear error up front.
+    minimizer = _minimizer_for(options.minimizer, minimizer_options)
+    results: list[KernelResult] = []
+    tasks: list[Task] = []
+    for kernel in p.kernels:
+        objs = p.objects_by_arch.get(kernel.arch, ())
+        if not objs:
+            result = KernelResult(kernel=kernel, status="skipped",
+                                  message=f"no BPF object for {kernel.arch}")
+            results.append(result)
+            if on_result:
+                on_result(result)
+            continue
+        tasks.append(Task(kernel=kernel, known_sha=memo.lookup(kernel.path),
+                          objects=tuple(o.path for o in objs),
+                          signature=p.signature_by_arch[kernel.arch],
+                          minimizer=options.minimizer, minimizer_options=minimizer_options,
+                          cache_root=options.cache_dir))
+    executor: Executor
+    if minimizer.parallel == "processes" and options.jobs > 1:
+        executor = ProcessPoolExecutor(max_workers=options.jobs)
+    else:
+        executor = ThreadPoolExecutor(max_workers=max(1, options.jobs))
+    try:
+        pending: set[Future[KernelResult]] = set()
+        queue = iter(tasks)
+        # Keep a bounded number of tasks in flight: memory stays flat on a 5000-kernel archive.
+        for task in queue:
+            pending.add(executor.submit(minimize_kernel, task))
+            if len(pending) >= 2 * max(1, options.jobs):
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                result = fut.result()
+                results.append(result)
+                if result.stamp is not None and result.kernel_sha:
+                    memo.record(result.kernel.path, result.stamp, result.kernel_sha)
+                if on_result:
+                    on_result(result)
+                nxt = next(queue, None)
+                if nxt is not None:
+                    pending.add(executor.submit(minimize_kernel, nxt))
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+        memo.save()
+    cache.evict_raw()
+    results.sort(key=lambda r: r.kernel.key)
+    return results, minimizer.identity()
+
+
+# ---- pack, render, write ---------------------------------------------------------------------
+
+def _relative_archive(options: GenerateOptions) -> str:
+    arg = options.archive_arg
+    if os.path.isabs(arg):
+        return arg
+    rel = os.path.relpath(os.path.abspath(arg), os.path.abspath(options.output_dir))
+    return "$(BTFGEN_DIR)/" + rel if rel != "." else "$(BTFGEN_DIR)"
+
+
+def render_makefile(options: GenerateOptions, p: Plan) -> str:
+    out_abs = os.path.abspath(options.output_dir)
+    objects = []
+    for obj in p.objects:
+        rel = os.path.relpath(os.path.abspath(obj.path), out_abs)
+        objects.append(rel if rel.startswith("..") is False and not os.path.isabs(rel) else rel)
+    flags = [f"--env-prefix {options.env_prefix}", f"--minimizer {options.minimizer}"]
+    flags += [f"--include '{pat}'" for pat in options.include]
+    flags += [f"--exclude '{pat}'" for pat in options.exclude]
+    return render.render(
+        "Makefile.btfgen.j2", mark=render.GENERATED_MARK, archive=_relative_archive(options),
+        arches=",".join(options.arches), package=options.package,
+        objects=sorted(objects), discovered=not options.objects, flags=" ".join(flags),
+        manifest=MANIFEST)
+
+
+def kernels_text(results: Sequence[KernelResult]) -> str:
+    lines = [f"# {render.GENERATED_MARK}",
+             "# Kernels whose BTF is embedded (status: minimized or cached = supported).", ""]
+    for r in results:
+        status = "supported" if r.btf else r.status
+        note = f"  # {r.message}" if r.message and not r.btf else ""
+        lines.append(f"{status:<10} {r.kernel.key}{note}")
+    return "\n".join(lines) + "\n"
+
+
+def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelResult],
+                  identity: str, stats: dict[str, pack.PackStats], files: Sequence[str]) -> str:
+    def blob_id(btf: bytes | None) -> str | None:
+        return hashlib.sha256(btf).hexdigest() if btf else None
+
+    out_abs = os.path.abspath(options.output_dir)
+    doc = {
+        "generator": "gobtfgen",
+        "gobtfgen_version": __version__,
+        "archive": {"path": options.archive_arg, "commit": tools.git_head(options.archive)},
+        "minimizer": identity,
+        "objects": [{"path": os.path.relpath(os.path.abspath(o.path), out_abs),
+                     "arches": list(o.arches), "core_relocations": o.core_relocations,
+                     "signature": o.signature} for o in p.objects],
+        "payload": {arch: {"file": render.payload_file(arch), "kernels": s.entries,
+                           "unique_btfs": s.blobs, "raw_bytes": s.raw_bytes,
+                           "payload_bytes": s.payload_bytes} for arch, s in stats.items()},
+        "kernels": [{"key": r.kernel.key, "status": "embedded" if r.btf else r.status,
+                     "btf_sha256": blob_id(r.btf), "problem": None if r.btf else r.message}
+                    for r in results],
+        "files": sorted([*files, MANIFEST]),
+    }
+    return json.dumps(doc, indent=1, sort_keys=False) + "\n"
+
+
+def build(options: GenerateOptions) -> Outcome:
+    start = time.monotonic()
+    p = plan(options)
+    problems = list(p.problems)
+    progress = Progress(len(p.kernels), label="kernels", enabled=options.progress)
+    try:
+        results, identity = minimize_all(p, options, on_result=lambda r: progress.advance(r.status))
+    finally:
+        progress.close()
+    for r in results:
+        if r.status == "failed":
+            problems.append(Problem(level=Level.WARNING, subject=r.kernel.key,
+                                    message=r.message or "failed"))
+    for arch, objs in p.objects_by_arch.items():
+        if not objs and any(k.arch == arch for k in p.kernels):
+            problems.append(Problem(level=Level.NOTE, subject=arch,
+                                    message="no BPF object targets this arch: its kernels skipped"))
+    usable = [r for r in results if r.btf]
+    if not usable:
+        reasons = sorted({r.message or r.status for r in results})[:3]
+        raise GobtfgenError("no kernel could be minimized, nothing written; first reasons: "
+                            + " | ".join(reasons))
+    files: dict[str, bytes] = {}
+    stats: dict[str, pack.PackStats] = {}
+    for arch in ARCHES:  # every arch gets a payload, so every GOARCH's embed finds its file
+        entries = {r.kernel.key: r.btf for r in usable if r.kernel.arch == arch and r.btf}
+        payload, stats[arch] = pack.pack(arch, entries)
+        files[render.payload_file(arch)] = payload
+    ctx = render.go_context(package=options.package, env_prefix=options.env_prefix,
+                            kernel_count={a: s.entries for a, s in stats.items()})
+    for name, text in render.render_go_files(ctx).items():
+        files[name] = text.encode()
+    files[MAKEFILE] = render_makefile(options, p).encode()
+    files[KERNELS_LIST] = kernels_text(results).encode()
+    files[MANIFEST] = manifest_json(options, p, results, identity, stats, list(files)).encode()
+    written = write_outputs(options.output_dir, files)
+    failed = sum(1 for r in results if r.status == "failed")
+    counts = {s: sum(1 for r in results if r.status == s)
+              for s in ("minimized", "cached", "skipped", "failed")}
+    exit_code = 1 if options.strict and (failed or any(
+        pr.level is not Level.NOTE for pr in problems)) else 0
+    return Outcome(results=tuple(results), problems=tuple(problems), stats=stats,
+                   written=written, elapsed=time.monotonic() - start, exit_code=exit_code,
+                   minimizer_identity=identity, counts=counts)
