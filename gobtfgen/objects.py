@@ -32,8 +32,9 @@ LITTLE_ENDIAN_ARCHES = ("x86_64", "arm64")  # every btfhub arch is little-endian
 
 # <stem>_<target>_bpfel.o (bpf2go >= v0.13), <stem>_bpfel.o (generic), <stem>_bpfel_<target>.o
 # (bpf2go < v0.13).
-_NAME_RE = re.compile(r"^(?P<stem>.+?)(?:_(?P<t1>[a-z0-9]+))?_bpf(?P<end>el|eb)"
-                      r"(?:_(?P<t2>[a-z0-9]+))?\.o$")
+_TARGETS = "|".join(sorted(BPF2GO_ARCH, key=len, reverse=True))
+_NAME_RE = re.compile(rf"^(?P<stem>.+?)(?:_(?P<t1>{_TARGETS}))?_bpf(?P<end>el|eb)"
+                      rf"(?:_(?P<t2>{_TARGETS}))?\.o$")
 DISCOVERY_GLOBS = ("*_bpfel.o", "*_bpfeb.o", "*_bpfel_*.o", "*_bpfeb_*.o")
 
 # Program sections whose attach target is looked up in the running kernel's own BTF: no
