@@ -1,4 +1,4 @@
-"""Flag helpers: every option has an environment fallback, named in --help (flag > env > default)."""
+"""Flag helpers: each option has an environment fallback, named in --help (flag > env > default)."""
 
 from __future__ import annotations
 

@@ -82,7 +82,7 @@ def pack(arch: str, entries: Mapping[str, bytes]) -> tuple[bytes, PackStats]:
     for brow in blob_rows:
         index += struct.pack("<IIII", *brow)
     index += struct.pack("<I", len(keys))
-    for key, blob_no in zip(keys, entry_blob):
+    for key, blob_no in zip(keys, entry_blob, strict=True):
         key_b = key.encode()
         index += struct.pack("<H", len(key_b)) + key_b + struct.pack("<I", blob_no)
     index_c = _deflate(bytes(index))

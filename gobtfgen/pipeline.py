@@ -15,8 +15,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from concurrent.futures import FIRST_COMPLETED
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,7 +136,8 @@ def plan(options: GenerateOptions) -> Plan:
     if not kernels:
         raise InputError(f"no kernels selected in {options.archive} for "
                          f"{','.join(options.arches)}"
-                         + (f" with --include {' '.join(options.include)}" if options.include else "")
+                         + (f" with --include {' '.join(options.include)}"
+                            if options.include else "")
                          + (f" --exclude {' '.join(options.exclude)}" if options.exclude else "")
                          + "; check the archive layout (<id>/<version>/<arch>/<release>"
                            ".btf.tar.xz) and the filters")

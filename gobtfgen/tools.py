@@ -13,7 +13,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import sh
@@ -66,7 +66,8 @@ def run(argv: Sequence[str], *, cwd: str | Path | None = None, tool: str | None 
         proc = sh.Command(exe)(*argv[1:], _cwd=str(cwd) if cwd else None, _env=env,
                                _tty_out=False, _return_cmd=True)
     except sh.ErrorReturnCode as exc:
-        stderr = exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else str(exc.stderr)
+        raw = exc.stderr
+        stderr = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         tail = " | ".join(line.strip() for line in stderr.strip().splitlines()[-3:])
         raise ToolError(f"{shlex.join([exe, *argv[1:]])} exited {exc.exit_code}: "
                         f"{tail or '(no output on stderr)'}") from None
@@ -85,7 +86,7 @@ def run(argv: Sequence[str], *, cwd: str | Path | None = None, tool: str | None 
 MIN_BPFTOOL = (7, 0, 0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def bpftool_version(bpftool: str) -> tuple[str, tuple[int, int, int]]:
     """Return (resolved path, version) of a bpftool that supports gen min_core_btf."""
     exe = resolve(bpftool, tool="bpftool")

@@ -43,7 +43,7 @@ def is_ours(path: Path) -> bool:
         return True
     if path.name == MANIFEST:
         try:
-            return json.loads(path.read_bytes()).get("generator") == "gobtfgen"
+            return bool(json.loads(path.read_bytes()).get("generator") == "gobtfgen")
         except (ValueError, AttributeError):
             return False
     first_lines = head.split(b"\n", 3)[:3]
@@ -64,15 +64,18 @@ def _signals_held() -> Iterator[None]:
         yield
         return
     pending: list[int] = []
-    old = {s: signal.signal(s, lambda signum, _frame: pending.append(signum))
-           for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def hold(signum: int, _frame: object) -> None:
+        pending.append(signum)
+
+    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-        for s in pending:
-            signal.raise_signal(s)
+        for signum in pending:
+            signal.raise_signal(signum)
 
 
 def previous_outputs(out_dir: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""gobtfgen minimize INPUT OUTPUT OBJECT...: one kernel, bpftool gen min_core_btf's argument order."""
+"""gobtfgen minimize INPUT OUTPUT OBJECT...: one kernel, in bpftool gen min_core_btf's order."""
 
 from __future__ import annotations
 
