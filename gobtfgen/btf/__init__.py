@@ -1,0 +1,471 @@
+"""Raw BTF: a lazy, indexed reader for big kernel blobs and a writer for minimized ones.
+
+A kernel BTF holds 35k to 560k types. The reader indexes record offsets once with a word loop
+over a native-order view of the type section and decodes records only when asked: the
+minimizer touches a few hundred types per kernel, so materializing the whole graph would cost
+more than the rest of the work together. Candidate search by name is served by a name scan that
+is folded into that same walk (`BTF(..., wanted=...)`), with a full name index built only when
+somebody asks for a name that was not announced.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+MAGIC = 0xEB9F
+HEADER_LEN = 24
+
+# Kinds (include/uapi/linux/btf.h).
+UNKN = 0
+INT = 1
+PTR = 2
+ARRAY = 3
+STRUCT = 4
+UNION = 5
+ENUM = 6
+FWD = 7
+TYPEDEF = 8
+VOLATILE = 9
+CONST = 10
+RESTRICT = 11
+FUNC = 12
+FUNC_PROTO = 13
+VAR = 14
+DATASEC = 15
+FLOAT = 16
+DECL_TAG = 17
+TYPE_TAG = 18
+ENUM64 = 19
+
+KIND_NAMES = {
+    UNKN: "UNKN", INT: "INT", PTR: "PTR", ARRAY: "ARRAY", STRUCT: "STRUCT", UNION: "UNION",
+    ENUM: "ENUM", FWD: "FWD", TYPEDEF: "TYPEDEF", VOLATILE: "VOLATILE", CONST: "CONST",
+    RESTRICT: "RESTRICT", FUNC: "FUNC", FUNC_PROTO: "FUNC_PROTO", VAR: "VAR",
+    DATASEC: "DATASEC", FLOAT: "FLOAT", DECL_TAG: "DECL_TAG", TYPE_TAG: "TYPE_TAG",
+    ENUM64: "ENUM64",
+}
+
+INT_SIGNED = 1
+INT_CHAR = 2
+INT_BOOL = 4
+
+# Words after the 3-word common header, and words per vlen entry, by kind.
+_EXTRA = {INT: 1, ARRAY: 3, VAR: 1, DECL_TAG: 1}
+_PER_VLEN = {STRUCT: 3, UNION: 3, ENUM: 2, FUNC_PROTO: 2, DATASEC: 3, ENUM64: 3}
+# Kinds whose size_or_type word is a type id (libbpf's btf_type_visit_type_ids).
+_REF_KINDS = frozenset({PTR, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FUNC_PROTO, VAR,
+                        DECL_TAG, TYPE_TAG})
+# Modifiers libbpf skips in skip_mods_and_typedefs (btf_is_mod includes TYPE_TAG).
+MODS = frozenset({VOLATILE, CONST, RESTRICT, TYPE_TAG})
+_MAX_KIND = 19
+
+# The info word's top byte is kind (bits 24-28) and kind_flag (bit 31); bits 29-30 are zero in
+# every UAPI so far. Indexing tables by that byte makes the walk one lookup per record.
+_SKIP = [0] * 256
+_MUL = [0] * 256
+for _hi in range(256):
+    _k = _hi & 0x1F
+    _SKIP[_hi] = 3 + _EXTRA.get(_k, 0)
+    _MUL[_hi] = _PER_VLEN.get(_k, 0)
+
+_NATIVE_LE = sys.byteorder == "little"
+_LONG_ALIASES = ("long", "long int", "int long", "unsigned long", "long unsigned",
+                 "unsigned long int", "unsigned int long", "long unsigned int",
+                 "long int unsigned", "int unsigned long", "int long unsigned")
+
+
+class BTFError(ValueError):
+    """The blob is not valid BTF (the message says where)."""
+
+
+def essential_name_len(name: str) -> int:
+    """libbpf's bpf_core_essential_name_len: the length without a trailing `___flavor`.
+
+    A flavour separator is `X___Y` with X and Y not underscores; the last one wins.
+    """
+    n = len(name)
+    for i in range(n - 5, -1, -1):
+        if (name[i] != "_" and name[i + 1] == "_" and name[i + 2] == "_"
+                and name[i + 3] == "_" and name[i + 4] != "_"):
+            return i + 1
+    return n
+
+
+def essential_name(name: str) -> str:
+    return name[:essential_name_len(name)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Header:
+    little_endian: bool
+    hdr_len: int
+    type_off: int
+    type_len: int
+    str_off: int
+    str_len: int
+
+
+def parse_header(data: bytes | memoryview) -> Header:
+    if len(data) < HEADER_LEN:
+        raise BTFError(f"BTF blob of {len(data)} bytes is shorter than its header")
+    magic_le = struct.unpack_from("<H", data, 0)[0]
+    if magic_le == MAGIC:
+        order = "<"
+    elif magic_le == 0x9FEB:
+        order = ">"
+    else:
+        raise BTFError(f"bad BTF magic {magic_le:#06x} (expected 0xeb9f)")
+    version, flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
+        order + "BBIIIII", data, 2)
+    if version != 1:
+        raise BTFError(f"unsupported BTF version {version}")
+    # libbpf >= 1.8 writes a 32-byte header (layout_off, layout_len); honour any hdr_len.
+    if hdr_len < HEADER_LEN or hdr_len > len(data):
+        raise BTFError(f"bad BTF header length {hdr_len}")
+    body = len(data) - hdr_len
+    if type_off + type_len > body or str_off + str_len > body:
+        raise BTFError("BTF type or string section extends past the end of the blob")
+    if type_off % 4 or type_len % 4:
+        raise BTFError("BTF type section is not 4-byte aligned")
+    return Header(little_endian=order == "<", hdr_len=hdr_len, type_off=type_off,
+                  type_len=type_len, str_off=str_off, str_len=str_len)
+
+
+class BTF:
+    """A read-only view of one raw BTF blob; type ids are 1-based, 0 is void.
+
+    `wanted` lists names (essential names, flavour stripped) whose candidate types the caller
+    will ask for with `by_essential_name`; they are collected during the indexing walk.
+    """
+
+    def __init__(self, data: bytes | memoryview, *, wanted: Collection[str] = (),
+                 ptr_size: int | None = None) -> None:
+        self.header = h = parse_header(data)
+        base = h.hdr_len
+        self._strs = bytes(data[base + h.str_off: base + h.str_off + h.str_len])
+        if h.str_len and self._strs[0] != 0:
+            raise BTFError("BTF string section does not start with NUL")
+        raw = data[base + h.type_off: base + h.type_off + h.type_len]
+        if h.little_endian == _NATIVE_LE:
+            mv = memoryview(raw)
+            self.words: Sequence[int] = (mv if mv.c_contiguous else memoryview(bytes(mv))).cast(
+                "B").cast("I")
+        else:
+            # Every field of every record is a 32-bit word, so one byteswap of the whole
+            # section gives native order (strings are bytes and need none).
+            arr = array("I", bytes(raw))
+            arr.byteswap()
+            self.words = arr
+        self._names: dict[str, list[int]] | None = None
+        self._wanted: dict[str, list[int]] = {}
+        self.offsets = self._walk(wanted)
+        self._ptr_size = ptr_size
+
+    # -- indexing -------------------------------------------------------------------------
+
+    def _wanted_offsets(self, wanted: Collection[str]) -> dict[int, str]:
+        """String offsets whose essential name is wanted (one pass over the string section)."""
+        strs = self._strs
+        found: dict[int, str] = {}
+        for name in set(wanted):
+            if not name:
+                continue
+            needle = b"\0" + name.encode()
+            pos = strs.find(needle)
+            while pos >= 0:
+                start = pos + 1
+                end = strs.find(b"\0", start)
+                if end < 0:
+                    break
+                # Exact name, or the name followed by a flavour: check the essential length.
+                nxt = strs[start + len(needle) - 1: start + len(needle) + 2]
+                if nxt[:1] == b"\0" or nxt == b"___":
+                    full = strs[start:end].decode("utf-8", "replace")
+                    if essential_name(full) == name:
+                        found[start] = name
+                pos = strs.find(needle, pos + 1)
+        return found
+
+    def _walk(self, wanted: Collection[str]) -> array[int]:
+        words = self.words
+        n = len(words)
+        offs = array("I", [0])  # id 0 is void and has no record
+        ap = offs.append
+        skip = _SKIP
+        mul = _MUL
+        i = 0
+        if wanted:
+            want = self._wanted_offsets(wanted)
+            self._wanted = {name: [] for name in wanted}
+            hits: list[tuple[int, int]] = []
+            hap = hits.append
+            tid = 0
+            while i < n:
+                tid += 1
+                ap(i)
+                if words[i] in want:
+                    hap((words[i], tid))
+                info = words[i + 1]
+                hi = info >> 24
+                i += skip[hi] + (info & 0xFFFF) * mul[hi]
+            for name_off, t in hits:
+                self._wanted[want[name_off]].append(t)
+        else:
+            while i < n:
+                ap(i)
+                info = words[i + 1]
+                hi = info >> 24
+                i += skip[hi] + (info & 0xFFFF) * mul[hi]
+        if i != n:
+            raise BTFError(f"BTF type section ends inside type {len(offs) - 1}")
+        return offs
+
+    def _check_kinds(self) -> None:
+        for tid in range(1, len(self.offsets)):
+            if self.kind(tid) > _MAX_KIND:
+                raise BTFError(f"BTF type {tid} has unknown kind {self.kind(tid)}")
+
+    def validate(self) -> None:
+        """Check kinds and references of every type (the walk alone checks only framing)."""
+        self._check_kinds()
+        count = len(self.offsets)
+        for tid in range(1, count):
+            for ref in self.referenced_ids(tid):
+                if ref >= count:
+                    raise BTFError(f"BTF type {tid} refers to missing type {ref}")
+            if self.name_off(tid) >= len(self._strs) and self._strs:
+                raise BTFError(f"BTF type {tid} has a name offset past the strings")
+
+    # -- access ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Number of ids including void (libbpf's btf__type_cnt)."""
+        return len(self.offsets)
+
+    @property
+    def strings(self) -> bytes:
+        return self._strs
+
+    def str_at(self, off: int) -> str:
+        if off == 0:
+            return ""
+        strs = self._strs
+        if off >= len(strs):
+            raise BTFError(f"BTF string offset {off} is past the string section")
+        end = strs.find(b"\0", off)
+        if end < 0:
+            end = len(strs)
+        return strs[off:end].decode("utf-8", "replace")
+
+    def _off(self, tid: int) -> int:
+        if tid <= 0 or tid >= len(self.offsets):
+            raise BTFError(f"BTF type id {tid} is out of range")
+        return self.offsets[tid]
+
+    def info(self, tid: int) -> int:
+        return 0 if tid == 0 else self.words[self._off(tid) + 1]
+
+    def kind(self, tid: int) -> int:
+        return 0 if tid == 0 else (self.words[self._off(tid) + 1] >> 24) & 0x1F
+
+    def kflag(self, tid: int) -> bool:
+        return tid != 0 and bool(self.words[self._off(tid) + 1] >> 31)
+
+    def vlen(self, tid: int) -> int:
+        return 0 if tid == 0 else self.words[self._off(tid) + 1] & 0xFFFF
+
+    def name_off(self, tid: int) -> int:
+        return 0 if tid == 0 else self.words[self._off(tid)]
+
+    def name(self, tid: int) -> str:
+        return self.str_at(self.name_off(tid))
+
+    def size(self, tid: int) -> int:
+        """size_or_type: the byte size for INT/STRUCT/UNION/ENUM/DATASEC/FLOAT."""
+        return 0 if tid == 0 else self.words[self._off(tid) + 2]
+
+    ref = size  # size_or_type read as a type id (PTR, TYPEDEF, modifiers, FUNC, VAR, tags)
+
+    def record_len(self, tid: int) -> int:
+        """Length of the record in words."""
+        info = self.info(tid)
+        return _SKIP[info >> 24] + (info & 0xFFFF) * _MUL[info >> 24]
+
+    def record(self, tid: int) -> list[int]:
+        o = self._off(tid)
+        return list(self.words[o:o + self.record_len(tid)])
+
+    def int_data(self, tid: int) -> int:
+        return self.words[self._off(tid) + 3]
+
+    def int_encoding(self, tid: int) -> int:
+        return (self.int_data(tid) >> 24) & 0x0F
+
+    def int_offset(self, tid: int) -> int:
+        return (self.int_data(tid) >> 16) & 0xFF
+
+    def int_bits(self, tid: int) -> int:
+        return self.int_data(tid) & 0xFF
+
+    def array(self, tid: int) -> tuple[int, int, int]:
+        """(element type, index type, nelems)."""
+        o = self._off(tid) + 3
+        w = self.words
+        return w[o], w[o + 1], w[o + 2]
+
+    def members(self, tid: int) -> list[tuple[int, int, int]]:
+        """STRUCT/UNION members as (name_off, type, raw offset word)."""
+        o = self._off(tid)
+        w = self.words
+        vlen = w[o + 1] & 0xFFFF
+        o += 3
+        return [(w[o + 3 * i], w[o + 3 * i + 1], w[o + 3 * i + 2]) for i in range(vlen)]
+
+    def member(self, tid: int, idx: int) -> tuple[int, int, int]:
+        o = self._off(tid) + 3 + 3 * idx
+        w = self.words
+        return w[o], w[o + 1], w[o + 2]
+
+    def member_bit_offset(self, tid: int, idx: int) -> int:
+        raw = self.member(tid, idx)[2]
+        return raw & 0xFFFFFF if self.kflag(tid) else raw
+
+    def member_bitfield_size(self, tid: int, idx: int) -> int:
+        return self.member(tid, idx)[2] >> 24 if self.kflag(tid) else 0
+
+    def enum_values(self, tid: int) -> list[tuple[int, int]]:
+        """ENUM/ENUM64 enumerators as (name_off, value as unsigned 64-bit as libbpf reads it)."""
+        o = self._off(tid)
+        w = self.words
+        vlen = w[o + 1] & 0xFFFF
+        o += 3
+        if (w[o - 2] >> 24) & 0x1F == ENUM:
+            # libbpf stores btf_enum.val (s32) into a u64: negative values sign-extend.
+            out = []
+            for i in range(vlen):
+                v = w[o + 2 * i + 1]
+                out.append((w[o + 2 * i], v | 0xFFFFFFFF00000000 if v & 0x80000000 else v))
+            return out
+        return [(w[o + 3 * i], w[o + 3 * i + 1] | (w[o + 3 * i + 2] << 32)) for i in range(vlen)]
+
+    def params(self, tid: int) -> list[tuple[int, int]]:
+        """FUNC_PROTO parameters as (name_off, type)."""
+        o = self._off(tid)
+        w = self.words
+        vlen = w[o + 1] & 0xFFFF
+        o += 3
+        return [(w[o + 2 * i], w[o + 2 * i + 1]) for i in range(vlen)]
+
+    def referenced_ids(self, tid: int) -> list[int]:
+        """Every type id the record refers to (libbpf's btf_type_visit_type_ids order)."""
+        kind = self.kind(tid)
+        o = self._off(tid)
+        w = self.words
+        if kind in _REF_KINDS:
+            out = [w[o + 2]]
+            if kind == FUNC_PROTO:
+                out.extend(t for _, t in self.params(tid))
+            return out
+        if kind == ARRAY:
+            return [w[o + 3], w[o + 4]]
+        if kind in (STRUCT, UNION):
+            return [m[1] for m in self.members(tid)]
+        if kind == DATASEC:
+            vlen = self.vlen(tid)
+            return [w[o + 3 + 3 * i] for i in range(vlen)]
+        return []
+
+    # -- names ----------------------------------------------------------------------------
+
+    def by_essential_name(self, name: str) -> list[int]:
+        """Ids of every named type whose essential name is `name`, ascending."""
+        if name in self._wanted:
+            return self._wanted[name]
+        if self._names is None:
+            names: dict[str, list[int]] = {}
+            for tid in range(1, len(self.offsets)):
+                off = self.name_off(tid)
+                if off:
+                    names.setdefault(essential_name(self.str_at(off)), []).append(tid)
+            self._names = names
+        return self._names.get(name, [])
+
+    def find_named(self, name: str, kinds: Iterable[int] | None = None) -> list[int]:
+        """Ids with exactly this name (and one of these kinds)."""
+        ks = None if kinds is None else frozenset(kinds)
+        return [t for t in self.by_essential_name(essential_name(name))
+                if self.name(t) == name and (ks is None or self.kind(t) in ks)]
+
+    @property
+    def ptr_size(self) -> int:
+        """libbpf's btf_ptr_sz: the size of a `long` alias, else the host's (8)."""
+        if self._ptr_size is None:
+            size = 8
+            for alias in _LONG_ALIASES:
+                hit = [t for t in self.find_named(alias, (INT,)) if self.size(t) in (4, 8)]
+                if hit:
+                    size = self.size(min(hit))
+                    break
+            self._ptr_size = size
+        return self._ptr_size
+
+
+# ---------------------------------------------------------------------------------------------
+# Writer
+
+
+class BTFWriter:
+    """Builds a raw BTF blob the way libbpf's btf__new_empty + btf__add_* do.
+
+    Strings are interned in first-use order with deduplication (libbpf's strset), offset 0 is
+    the empty string, and the header is libbpf's 24-byte one in little-endian order, so the
+    output of the compatible minimizer is byte-for-byte bpftool's.
+    """
+
+    def __init__(self) -> None:
+        self._words = array("I")
+        self._strs = bytearray(b"\0")
+        self._str_index: dict[str, int] = {}
+        self.count = 0
+
+    def add_str(self, s: str) -> int:
+        if not s:
+            return 0
+        off = self._str_index.get(s)
+        if off is None:
+            off = len(self._strs)
+            self._strs += s.encode() + b"\0"
+            self._str_index[s] = off
+        return off
+
+    def add_record(self, words: Iterable[int]) -> int:
+        """Append one record (already remapped, strings already interned); return its id."""
+        self._words.extend(words)
+        self.count += 1
+        return self.count
+
+    def to_bytes(self, *, little_endian: bool = True) -> bytes:
+        words = array("I", self._words)
+        if little_endian != _NATIVE_LE:
+            words.byteswap()
+        types = words.tobytes()
+        order = "<" if little_endian else ">"
+        hdr = struct.pack(order + "HBBIIIII", MAGIC, 1, 0, HEADER_LEN, 0, len(types),
+                          len(types), len(self._strs))
+        return hdr + types + bytes(self._strs)
+
+
+def info_word(kind: int, vlen: int, kflag: bool) -> int:
+    return (int(kflag) << 31) | (kind << 24) | (vlen & 0xFFFF)
+
+
+__all__ = [
+    "ARRAY", "BTF", "BTFError", "BTFWriter", "CONST", "DATASEC", "DECL_TAG", "ENUM", "ENUM64",
+    "FLOAT", "FUNC", "FUNC_PROTO", "FWD", "Header", "INT", "INT_SIGNED", "KIND_NAMES", "MODS",
+    "PTR", "RESTRICT", "STRUCT", "TYPEDEF", "TYPE_TAG", "UNION", "UNKN", "VAR", "VOLATILE",
+    "essential_name", "essential_name_len", "info_word", "parse_header",
+]

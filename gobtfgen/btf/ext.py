@@ -1,0 +1,192 @@
+""".BTF.ext of a BPF object: its CO-RE relocation records, and the object's parsed BTF.
+
+Only the CO-RE subsection matters to the minimizer; func_info and line_info are skipped by
+their lengths. Records are read with the subsection's own record size, since newer compilers
+may append fields.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gobtfgen.btf import BTF, BTFError
+
+EXT_MAGIC = 0xEB9F
+
+# enum bpf_core_relo_kind
+FIELD_BYTE_OFFSET = 0
+FIELD_BYTE_SIZE = 1
+FIELD_EXISTS = 2
+FIELD_SIGNED = 3
+FIELD_LSHIFT_U64 = 4
+FIELD_RSHIFT_U64 = 5
+TYPE_ID_LOCAL = 6
+TYPE_ID_TARGET = 7
+TYPE_EXISTS = 8
+TYPE_SIZE = 9
+ENUMVAL_EXISTS = 10
+ENUMVAL_VALUE = 11
+TYPE_MATCHES = 12
+
+RELO_KIND_NAMES = {
+    FIELD_BYTE_OFFSET: "byte_off", FIELD_BYTE_SIZE: "byte_sz", FIELD_EXISTS: "field_exists",
+    FIELD_SIGNED: "signed", FIELD_LSHIFT_U64: "lshift_u64", FIELD_RSHIFT_U64: "rshift_u64",
+    TYPE_ID_LOCAL: "local_type_id", TYPE_ID_TARGET: "target_type_id",
+    TYPE_EXISTS: "type_exists", TYPE_SIZE: "type_size", ENUMVAL_EXISTS: "enumval_exists",
+    ENUMVAL_VALUE: "enumval_value", TYPE_MATCHES: "type_matches",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoreRelo:
+    section: str  # ELF section of the program ("tracepoint/sched/sched_process_exec")
+    index: int  # index of the record within its section (libbpf's relo_idx)
+    insn_off: int  # byte offset of the instruction within the section
+    type_id: int  # local root type id in the object's BTF
+    access: str  # access string ("0:1:2")
+    kind: int
+
+
+class ObjectError(ValueError):
+    """The object cannot be used (no .BTF, no .BTF.ext, malformed records)."""
+
+
+def parse_core_relos(btf_ext: bytes, btf: BTF) -> list[CoreRelo]:
+    """The CO-RE relocations of a .BTF.ext section, in file order."""
+    if len(btf_ext) < 8:
+        raise ObjectError(".BTF.ext is shorter than its header")
+    magic = struct.unpack_from("<H", btf_ext, 0)[0]
+    if magic == EXT_MAGIC:
+        order = "<"
+    elif magic == 0x9FEB:
+        order = ">"
+    else:
+        raise ObjectError(f".BTF.ext has bad magic {magic:#06x}")
+    hdr_len = struct.unpack_from(order + "I", btf_ext, 4)[0]
+    if hdr_len < 32 or hdr_len > len(btf_ext):
+        # No core_relo fields in a 24-byte header: an object without CO-RE relocations.
+        return []
+    core_off, core_len = struct.unpack_from(order + "II", btf_ext, 24)
+    if core_len == 0:
+        return []
+    start = hdr_len + core_off
+    end = start + core_len
+    if end > len(btf_ext) or core_len < 4:
+        raise ObjectError(".BTF.ext CO-RE subsection extends past the section")
+    rec_size = struct.unpack_from(order + "I", btf_ext, start)[0]
+    if rec_size < 16:
+        raise ObjectError(f".BTF.ext CO-RE record size {rec_size} is too small")
+    pos = start + 4
+    out: list[CoreRelo] = []
+    rec = struct.Struct(order + "IIII")
+    while pos < end:
+        if pos + 8 > end:
+            raise ObjectError(".BTF.ext CO-RE subsection ends inside a section header")
+        sec_name_off, num = struct.unpack_from(order + "II", btf_ext, pos)
+        pos += 8
+        if pos + num * rec_size > end:
+            raise ObjectError(".BTF.ext CO-RE records extend past the subsection")
+        try:
+            sec_name = btf.str_at(sec_name_off)
+        except BTFError as exc:
+            raise ObjectError(f".BTF.ext section name: {exc}") from None
+        for i in range(num):
+            insn_off, type_id, access_off, kind = rec.unpack_from(btf_ext, pos)
+            pos += rec_size
+            try:
+                access = btf.str_at(access_off)
+            except BTFError as exc:
+                raise ObjectError(f".BTF.ext access string: {exc}") from None
+            out.append(CoreRelo(section=sec_name, index=i, insn_off=insn_off, type_id=type_id,
+                                access=access, kind=kind))
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParsedObject:
+    path: Path
+    btf: BTF
+    relos: tuple[CoreRelo, ...]
+    little_endian: bool
+    machine: str
+    has_btf_ext: bool
+    symbols: tuple[tuple[str, int, str], ...] = field(default=())  # (section, value, function)
+
+    def function_at(self, section: str, insn_off: int) -> str:
+        """The name of the function containing the instruction (else the section name)."""
+        best = ""
+        best_val = -1
+        for sec, value, name in self.symbols:
+            if sec == section and best_val < value <= insn_off:
+                best, best_val = name, value
+        return best or section
+
+
+def read_sections(path: Path) -> tuple[bytes, bytes | None, bool, str, list[tuple[str, int, str]]]:
+    """(.BTF, .BTF.ext or None, little endian, machine, function symbols) of a BPF ELF."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            btf_sec = elf.get_section_by_name(".BTF")
+            if btf_sec is None:
+                raise ObjectError(f"{path}: no .BTF section; compile with clang -g")
+            ext_sec = elf.get_section_by_name(".BTF.ext")
+            btf_data = btf_sec.data()
+            ext_data = ext_sec.data() if ext_sec is not None else None
+            funcs: list[tuple[str, int, str]] = []
+            symtab = elf.get_section_by_name(".symtab")
+            if symtab is not None:
+                for sym in symtab.iter_symbols():
+                    if sym["st_info"]["type"] != "STT_FUNC":
+                        continue
+                    shndx = sym["st_shndx"]
+                    if not isinstance(shndx, int):
+                        continue
+                    funcs.append((elf.get_section(shndx).name, int(sym["st_value"]), sym.name))
+            return (btf_data, ext_data, elf.little_endian, str(elf["e_machine"]), funcs)
+    except (ELFError, OSError, struct.error) as exc:
+        raise ObjectError(f"{path}: not a readable ELF object ({exc})") from None
+
+
+def parse_object(path: Path) -> ParsedObject:
+    btf_data, ext_data, le, machine, funcs = read_sections(path)
+    try:
+        btf = BTF(btf_data)
+        btf.validate()
+    except BTFError as exc:
+        raise ObjectError(f"{path}: .BTF: {exc}") from None
+    relos = parse_core_relos(ext_data, btf) if ext_data is not None else []
+    return ParsedObject(path=path, btf=btf, relos=tuple(relos), little_endian=le,
+                        machine=machine, has_btf_ext=ext_data is not None,
+                        symbols=tuple(funcs))
+
+
+class ObjectCache:
+    """Parses each object once per process, keyed by path, mtime and size."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int, int], ParsedObject] = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: Path) -> ParsedObject:
+        st = os.stat(path)
+        key = (str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        parsed = parse_object(Path(path))
+        with self._lock:
+            self._cache[key] = parsed
+        return parsed
+
+    def get_all(self, paths: Sequence[Path]) -> list[ParsedObject]:
+        return [self.get(p) for p in paths]

@@ -1,0 +1,379 @@
+"""gobtfgen's own minimizers: no bpftool, any OS, many kernels per process.
+
+`python-compat` reproduces bpftool 7.1's `gen min_core_btf` byte for byte (src/gen.c,
+btfgen_*): the same marking per relocation kind, the same output order, string table and
+header, and a failure wherever bpftool fails.
+
+`python` is the same algorithm with bpftool's defects fixed:
+- every matching candidate is kept, not only the first, so a kernel with several types of one
+  name resolves the same against the minimized BTF as against the full one;
+- FWD and TYPE_TAG reached while marking are kept instead of aborting the run;
+- kind_flag=0 bitfields keep their raw member offsets instead of aborting the run;
+- an ambiguous or otherwise failing relocation marks what it matched, so it fails the same way
+  against the minimized BTF, instead of aborting the whole kernel;
+- enum-value relocations keep only the enumerators they reference (the enum keeps its name,
+  kind, size and signedness); enums reached any other way stay whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from gobtfgen import btf as B
+from gobtfgen.btf import BTF, BTFError, BTFWriter, info_word
+from gobtfgen.btf.ext import (
+    ENUMVAL_EXISTS,
+    ENUMVAL_VALUE,
+    TYPE_EXISTS,
+    TYPE_ID_LOCAL,
+    TYPE_ID_TARGET,
+    TYPE_MATCHES,
+    TYPE_SIZE,
+    ObjectCache,
+    ObjectError,
+    ParsedObject,
+)
+from gobtfgen.minimize import MinimizeError, Minimizer
+from gobtfgen.relocs import FIELD_KINDS, Outcome, Spec, evaluate_object, wanted_names
+
+# Bump when the output of either minimizer may change: it is part of the cache key.
+VERSION = "1"
+
+_LONG_ALIASES = ("long", "long int", "long unsigned int", "unsigned long")
+
+
+class _Marks:
+    """Which kernel types, members and enumerators the minimized BTF keeps."""
+
+    def __init__(self, kernel: BTF, *, compat: bool) -> None:
+        self.k = kernel
+        self.compat = compat
+        self.types: set[int] = set()
+        self.members: dict[int, set[int]] = {}
+        self.whole_enums: set[int] = set()
+        self.enumerators: dict[int, set[int]] = {}
+        self._seen: set[tuple[int, bool]] = set()
+        self._seen_match: set[tuple[int, bool]] = set()
+
+    def _unsupported(self, tid: int) -> MinimizeError:
+        # bpftool: `unsupported kind: %s (%d)` from btfgen_mark_type*; the run stops.
+        kind = B.KIND_NAMES.get(self.k.kind(tid), str(self.k.kind(tid)))
+        return MinimizeError(f"unsupported kind: {kind} ({tid}) reached while marking types "
+                             "(bpftool gen min_core_btf aborts here; --minimizer python keeps it)")
+
+    def mark_type(self, tid: int, follow_ptrs: bool) -> None:
+        """btfgen_mark_type."""
+        k = self.k
+        while tid:
+            key = (tid, follow_ptrs)
+            if key in self._seen:
+                return
+            self._seen.add(key)
+            self.types.add(tid)
+            kind = k.kind(tid)
+            if kind in (B.INT, B.FLOAT, B.STRUCT, B.UNION):
+                return
+            if kind in (B.ENUM, B.ENUM64):
+                self.whole_enums.add(tid)
+                return
+            if kind == B.PTR:
+                if not follow_ptrs:
+                    return
+                tid = k.ref(tid)
+            elif kind in (B.CONST, B.RESTRICT, B.VOLATILE, B.TYPEDEF):
+                tid = k.ref(tid)
+            elif kind == B.ARRAY:
+                elem, index, _ = k.array(tid)
+                self.mark_type(elem, follow_ptrs)
+                tid = index
+            elif kind == B.FUNC_PROTO:
+                self.mark_type(k.ref(tid), follow_ptrs)
+                for _, ptype in k.params(tid):
+                    self.mark_type(ptype, follow_ptrs)
+                return
+            elif self.compat:
+                raise self._unsupported(tid)
+            elif kind == B.FWD:
+                return  # the fix: a forward declaration is a complete answer for CO-RE
+            elif kind in (B.TYPE_TAG, B.FUNC, B.VAR, B.DECL_TAG):
+                tid = k.ref(tid)
+            else:
+                return
+
+    def mark_member(self, tid: int, idx: int) -> None:
+        self.members.setdefault(tid, set()).add(idx)
+
+    def record_field(self, spec: Spec) -> None:
+        """btfgen_record_field_relo: the root, then each member on the raw access path."""
+        k = self.k
+        tid = spec.root_type_id
+        self.mark_type(tid, False)
+        for idx in spec.raw_spec[1:]:
+            kind = k.kind(tid)
+            while kind in B.MODS or kind == B.TYPEDEF:
+                tid = k.ref(tid)
+                kind = k.kind(tid)
+            if kind in (B.STRUCT, B.UNION):
+                self.mark_member(tid, idx)
+                tid = k.member(tid, idx)[1]
+                self.mark_type(tid, False)
+            elif kind == B.ARRAY:
+                tid = k.array(tid)[0]
+            else:
+                raise MinimizeError(f"unsupported kind: {B.KIND_NAMES.get(kind)} ({tid}) on a "
+                                    "field access path")
+
+    def mark_type_match(self, tid: int, behind_ptr: bool) -> None:
+        """btfgen_mark_type_match: every member, recursively, stopping behind pointers."""
+        k = self.k
+        while tid:
+            key = (tid, behind_ptr)
+            if key in self._seen_match:
+                return
+            self._seen_match.add(key)
+            self.types.add(tid)
+            kind = k.kind(tid)
+            if kind in (B.INT, B.FLOAT):
+                return
+            if kind in (B.ENUM, B.ENUM64):
+                self.whole_enums.add(tid)
+                return
+            if kind in (B.STRUCT, B.UNION):
+                if behind_ptr:
+                    return
+                for i, (_, mtype, _) in enumerate(k.members(tid)):
+                    self.mark_member(tid, i)
+                    self.mark_type_match(mtype, False)
+                return
+            if kind in (B.CONST, B.FWD, B.RESTRICT, B.TYPEDEF, B.VOLATILE):
+                tid = k.ref(tid)  # a FWD's size_or_type is 0: this ends the walk
+            elif kind == B.PTR:
+                tid = k.ref(tid)
+                behind_ptr = True
+            elif kind == B.ARRAY:
+                elem, index, _ = k.array(tid)
+                self.mark_type_match(elem, False)
+                tid = index
+                behind_ptr = False
+            elif kind == B.FUNC_PROTO:
+                self.mark_type_match(k.ref(tid), False)
+                for _, ptype in k.params(tid):
+                    self.mark_type_match(ptype, False)
+                return
+            elif self.compat:
+                raise self._unsupported(tid)
+            elif kind == B.TYPE_TAG:
+                tid = k.ref(tid)
+            else:
+                return
+
+    def record_enumval(self, spec: Spec) -> None:
+        if self.compat:
+            self.mark_type(spec.root_type_id, False)  # the whole enum, as bpftool does
+            return
+        # The root may be a typedef of the enum: keep the chain, then one enumerator.
+        k = self.k
+        tid = spec.root_type_id
+        while k.kind(tid) in B.MODS or k.kind(tid) == B.TYPEDEF:
+            self.types.add(tid)
+            tid = k.ref(tid)
+        self.types.add(tid)
+        acc = spec.spec[0]
+        self.enumerators.setdefault(acc.type_id, set()).add(acc.idx)
+
+    def record(self, kind: int, spec: Spec) -> None:
+        """btfgen_record_reloc."""
+        if kind in FIELD_KINDS:
+            self.record_field(spec)
+        elif kind == TYPE_ID_LOCAL:
+            return
+        elif kind in (TYPE_ID_TARGET, TYPE_EXISTS, TYPE_SIZE):
+            self.mark_type(spec.root_type_id, True)
+        elif kind == TYPE_MATCHES:
+            self.mark_type_match(spec.root_type_id, False)
+        elif kind in (ENUMVAL_EXISTS, ENUMVAL_VALUE):
+            self.record_enumval(spec)
+        else:
+            raise MinimizeError(f"unknown CO-RE relocation kind {kind}")
+
+    # -- output ---------------------------------------------------------------------------
+
+    def write(self) -> bytes:
+        """btfgen_get_btf: marked types in id order, ids remapped, unmarked refs to void."""
+        k = self.k
+        order = sorted(self.types)
+        new_id = {old: i + 1 for i, old in enumerate(order)}
+        w = BTFWriter()
+        for tid in order:
+            kind = k.kind(tid)
+            if kind in (B.STRUCT, B.UNION):
+                w.add_record(self._composite(w, tid, kind, new_id))
+            elif kind in (B.ENUM, B.ENUM64) and tid not in self.whole_enums \
+                    and tid in self.enumerators:
+                w.add_record(self._partial_enum(w, tid, kind))
+            else:
+                w.add_record(self._copy(w, tid, kind, new_id))
+        return w.to_bytes()
+
+    def _composite(self, w: BTFWriter, tid: int, kind: int, new_id: dict[int, int]) -> list[int]:
+        k = self.k
+        name_off = w.add_str(k.name(tid))
+        kept = sorted(self.members.get(tid, ()))
+        src_kflag = k.kflag(tid)
+        body: list[int] = []
+        kflag = False
+        for idx in kept:
+            m_name, m_type, raw = k.member(tid, idx)
+            if self.compat:
+                # libbpf's btf__add_field: a member at a non-byte offset must carry a bitfield
+                # size, which kind_flag=0 structs do not record; bpftool fails the run here.
+                bit_off = raw & 0xFFFFFF if src_kflag else raw
+                bit_sz = raw >> 24 if src_kflag else 0
+                is_bitfield = bit_sz != 0 or bit_off % 8 != 0
+                if is_bitfield and (bit_sz == 0 or bit_off > 0xFFFFFF):
+                    raise MinimizeError(
+                        f"{k.name(tid) or '(anon)'} [{tid}] member {idx}: kind_flag=0 bitfield "
+                        "at a non-byte offset (bpftool's btf__add_field rejects it; "
+                        "--minimizer python keeps it)")
+                if kind == B.UNION and bit_off:
+                    raise MinimizeError(f"union [{tid}] member {idx} at a non-zero offset")
+                kflag = kflag or is_bitfield
+                raw = bit_off | (bit_sz << 24)
+            else:
+                # Keep raw offsets; kind_flag=1 only matters when a kept member is a bitfield.
+                kflag = kflag or (src_kflag and raw >> 24 != 0)
+            body += (w.add_str(k.str_at(m_name)), new_id.get(m_type, 0), raw)
+        return [name_off, info_word(kind, len(kept), kflag), k.size(tid), *body]
+
+    def _partial_enum(self, w: BTFWriter, tid: int, kind: int) -> list[int]:
+        k = self.k
+        name_off = w.add_str(k.name(tid))
+        rec = k.record(tid)
+        per = 2 if kind == B.ENUM else 3
+        body: list[int] = []
+        kept = sorted(self.enumerators[tid])
+        for idx in kept:
+            entry = rec[3 + per * idx: 3 + per * (idx + 1)]
+            entry[0] = w.add_str(k.str_at(entry[0]))
+            body += entry
+        return [name_off, info_word(kind, len(kept), k.kflag(tid)), k.size(tid), *body]
+
+    def _copy(self, w: BTFWriter, tid: int, kind: int, new_id: dict[int, int]) -> list[int]:
+        """btf__add_type: strings in btf_type_visit_str_offs order, then ids remapped."""
+        k = self.k
+        rec = k.record(tid)
+        rec[0] = w.add_str(k.str_at(rec[0]))
+        vlen = rec[1] & 0xFFFF
+        if kind in (B.ENUM, B.FUNC_PROTO):
+            for i in range(vlen):
+                rec[3 + 2 * i] = w.add_str(k.str_at(rec[3 + 2 * i]))
+        elif kind == B.ENUM64:
+            for i in range(vlen):
+                rec[3 + 3 * i] = w.add_str(k.str_at(rec[3 + 3 * i]))
+        if kind in (B.PTR, B.TYPEDEF, B.VOLATILE, B.CONST, B.RESTRICT, B.FUNC, B.VAR,
+                    B.DECL_TAG, B.TYPE_TAG):
+            rec[2] = new_id.get(rec[2], 0)
+        elif kind == B.FUNC_PROTO:
+            rec[2] = new_id.get(rec[2], 0)
+            for i in range(vlen):
+                rec[4 + 2 * i] = new_id.get(rec[4 + 2 * i], 0)
+        elif kind == B.ARRAY:
+            rec[3] = new_id.get(rec[3], 0)
+            rec[4] = new_id.get(rec[4], 0)
+        elif kind == B.DATASEC:
+            for i in range(vlen):
+                rec[3 + 3 * i] = new_id.get(rec[3 + 3 * i], 0)
+        return rec
+
+
+def _relo_where(obj: ParsedObject, out: Outcome) -> str:
+    r = out.relo
+    return (f"{obj.path.name}: {r.section} relo #{r.index} "
+            f"({obj.btf.name(r.type_id) if 0 < r.type_id < len(obj.btf) else r.type_id} "
+            f"{r.access})")
+
+
+def open_kernel(data: bytes | memoryview, objects: Sequence[ParsedObject]) -> BTF:
+    """Index a kernel BTF for these objects' candidate names."""
+    return BTF(data, wanted=wanted_names(objects) | set(_LONG_ALIASES))
+
+
+def mark(kernel: BTF, objects: Sequence[ParsedObject], *, compat: bool) -> _Marks:
+    marks = _Marks(kernel, compat=compat)
+    for obj in objects:
+        for out in evaluate_object(obj, kernel):
+            if out.error is not None:
+                if compat:
+                    raise MinimizeError(f"{_relo_where(obj, out)}: {out.error}")
+                # libbpf fails this relocation against the full BTF: keep what it matched so
+                # it fails the same way against the minimized one.
+                if out.local is None:
+                    continue
+                for spec in out.matches:
+                    marks.record(out.relo.kind, spec)
+                continue
+            if compat:
+                # bpftool records only the first matching candidate (specs_scratch[2]).
+                if out.target is not None:
+                    marks.record(out.relo.kind, out.target)
+            else:
+                for spec in out.matches:
+                    marks.record(out.relo.kind, spec)
+    return marks
+
+
+def minimize_btf(kernel_data: bytes | memoryview, objects: Sequence[ParsedObject], *,
+                 compat: bool) -> bytes:
+    """The minimized BTF of one kernel blob for parsed objects."""
+    for obj in objects:
+        if not obj.has_btf_ext:
+            raise MinimizeError(f"failed to parse BPF object '{obj.path}': section .BTF.ext "
+                                "not found")
+    try:
+        kernel = open_kernel(kernel_data, objects)
+        return mark(kernel, objects, compat=compat).write()
+    except BTFError as exc:
+        raise MinimizeError(f"kernel BTF: {exc}") from None
+
+
+class _PythonMinimizer(Minimizer):
+    compat: ClassVar[bool]
+    # Pure Python holds the GIL: parallelism comes from worker processes, each of which parses
+    # the objects once and then serves many kernels.
+    parallel: ClassVar[str] = "processes"
+
+    def __init__(self) -> None:
+        self._objects = ObjectCache()
+
+    def identity(self) -> str:
+        return f"{self.name} {VERSION}"
+
+    def parse_objects(self, objects: Sequence[Path]) -> list[ParsedObject]:
+        try:
+            return self._objects.get_all(objects)
+        except (ObjectError, OSError) as exc:
+            raise MinimizeError(str(exc)) from None
+
+    def minimize(self, kernel_btf: Path, objects: Sequence[Path]) -> bytes:
+        parsed = self.parse_objects(objects)
+        try:
+            data = Path(kernel_btf).read_bytes()
+        except OSError as exc:
+            raise MinimizeError(f"cannot read {kernel_btf}: {exc.strerror}") from None
+        return minimize_btf(data, parsed, compat=self.compat)
+
+
+class PythonCompatMinimizer(_PythonMinimizer):
+    """Byte-identical to bpftool 7.1 gen min_core_btf, failures included."""
+
+    name: ClassVar[str] = "python-compat"
+    compat = True
+
+
+class PythonMinimizer(_PythonMinimizer):
+    """bpftool's algorithm with its defects fixed (see the module docstring)."""
+
+    name: ClassVar[str] = "python"
+    compat = False
