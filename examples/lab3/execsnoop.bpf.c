@@ -112,9 +112,8 @@ int tracepoint_sys_enter_execve(struct trace_event_raw_sys_enter *ctx)
 	p = pending_start(tid, BPF_ANY);
 	if (!p)
 		return 0;
-	// ctx->args[0] is relocated by CO-RE as well: trace_event_raw_sys_enter comes from the
-	// kernel's BTF.
-	bpf_probe_read_user_str(p->filename, sizeof(p->filename), (const char *)BPF_CORE_READ(ctx, args[0]));
+	// A CO-RE relocated context access: trace_event_raw_sys_enter comes from the kernel's BTF.
+	bpf_probe_read_user_str(p->filename, sizeof(p->filename), (const char *)ctx->args[0]);
 	return 0;
 }
 
@@ -148,13 +147,14 @@ int kprobe_security_bprm_check(void *ctx)
 	return 0;
 }
 
+// BPF_PROG reads the arguments as plain u64s: the raw tracepoint context is a fixed UAPI layout
+// and needs no CO-RE relocation. Raw tracepoints need 4.17; the tracer needs them, the
+// minimized BTF does not change that.
 SEC("raw_tracepoint/sched_process_exec")
-int raw_tracepoint_sched_process_exec(struct bpf_raw_tracepoint_args *ctx)
+int BPF_PROG(raw_tracepoint_sched_process_exec, struct task_struct *task, pid_t old_pid_arg,
+	     struct linux_binprm *bprm)
 {
-	// TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
-	struct task_struct *task = (struct task_struct *)ctx->args[0];
-	__u32 old_pid = (__u32)ctx->args[1];
-	struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];
+	__u32 old_pid = (__u32)old_pid_arg;
 	__u32 zero = 0;
 	struct pending *p;
 	struct event *e;
