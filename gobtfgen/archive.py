@@ -43,6 +43,28 @@ class Kernel:
     path: Path
 
 
+def archive_commit(root: Path) -> str | None:
+    """The commit a btfhub-archive checkout is at, read from .git without running git (the
+    archive loses files over time, so the manifest records which state a run used)."""
+    git = root / ".git"
+    try:
+        if git.is_file():  # a worktree or submodule: "gitdir: <path>"
+            git = (root / git.read_text().split(":", 1)[1].strip()).resolve()
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head or None
+        ref = head[5:]
+        ref_file = git / ref
+        if ref_file.is_file():
+            return ref_file.read_text().strip() or None
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split(" ", 1)[0]
+    except (OSError, IndexError):
+        return None
+    return None
+
+
 def kernel_from_path(root: Path, path: Path) -> Kernel | None:
     rel = path.relative_to(root).parts
     if len(rel) != 4 or not rel[3].endswith(SUFFIX):

@@ -26,8 +26,16 @@ from concurrent.futures import (
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gobtfgen import __version__, pack, render, tools
-from gobtfgen.archive import ARCHES, Kernel, btf_from_tar, check_btf, inflate_xz, scan_archive
+from gobtfgen import __version__, pack, render
+from gobtfgen.archive import (
+    ARCHES,
+    Kernel,
+    archive_commit,
+    btf_from_tar,
+    check_btf,
+    inflate_xz,
+    scan_archive,
+)
 from gobtfgen.cache import Cache, HashMemo, minimize_key
 from gobtfgen.errors import GobtfgenError, InputError, Level, Problem
 from gobtfgen.minimize import MinimizeError, Minimizer, get_minimizer
@@ -316,7 +324,7 @@ def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelRes
     doc = {
         "generator": "gobtfgen",
         "gobtfgen_version": __version__,
-        "archive": {"path": options.archive_arg, "commit": tools.git_head(options.archive)},
+        "archive": {"path": options.archive_arg, "commit": archive_commit(options.archive)},
         "minimizer": identity,
         "objects": [{"path": os.path.relpath(os.path.abspath(o.path), out_abs),
                      "arches": list(o.arches), "core_relocations": o.core_relocations,

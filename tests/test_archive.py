@@ -125,3 +125,23 @@ def test_nothing_is_extracted(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         archive.read_kernel_btf(path)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.tools
+def test_archive_commit_matches_git(tmp_path: Path) -> None:
+    import subprocess
+
+    make_archive(tmp_path)
+    assert archive.archive_commit(tmp_path) is None  # a .git folder with no HEAD
+    import shutil
+
+    shutil.rmtree(tmp_path / ".git")
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "kernels"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert archive.archive_commit(tmp_path) == head
+    subprocess.run([*git, "pack-refs", "--all"], check=True)  # the ref now only in packed-refs
+    assert archive.archive_commit(tmp_path) == head

@@ -1,0 +1,50 @@
+"""The golden cases: fixed inputs rendered to whole files. `python -m tests.update_golden`
+rewrites tests/golden/ from them; tests/test_golden.py compares. Golden files change only
+through that command, so every change to generated output shows up in review as a diff."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gobtfgen import pipeline, render
+from gobtfgen.objects import BpfObject
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def _options(**kw: object) -> pipeline.GenerateOptions:
+    base: dict[str, object] = dict(objects=(), archive=Path("/srv/btfhub-archive"),
+                                   archive_arg="/srv/btfhub-archive", arches=("x86_64", "arm64"),
+                                   package="main", output_dir=Path("/src/app"))
+    base.update(kw)
+    return pipeline.GenerateOptions(**base)  # type: ignore[arg-type]
+
+
+def _plan(objects: tuple[str, ...]) -> pipeline.Plan:
+    objs = tuple(BpfObject(path=Path(o), little_endian=True, target="x86", arches=("x86_64",),
+                           core_relocations=3, signature="0" * 64, kernel_btf_programs=())
+                 for o in objects)
+    return pipeline.Plan(kernels=(), objects=objs, objects_by_arch={}, signature_by_arch={},
+                         problems=())
+
+
+def cases() -> dict[str, dict[str, str]]:
+    """case name -> {file name: text}."""
+    out: dict[str, dict[str, str]] = {}
+    ctx = render.go_context(package="main", env_prefix="BTFGEN",
+                            kernel_count={"x86_64": 3, "arm64": 1})
+    files = render.render_go_files(ctx)
+    files["Makefile.btfgen"] = pipeline.render_makefile(
+        _options(), _plan(("/src/app/execsnoop_x86_bpfel.o",)))
+    out["default"] = files
+    ctx = render.go_context(package="tracer", env_prefix="MYTRACER")
+    files = render.render_go_files(ctx)
+    files["Makefile.btfgen"] = pipeline.render_makefile(
+        _options(objects=(Path("bpf/a_bpfel.o"),), archive_arg="../btfhub-archive",
+                 archive=Path("../btfhub-archive"), arches=("x86_64",), package="tracer",
+                 output_dir=Path("."), minimizer="python", env_prefix="MYTRACER",
+                 include=("ubuntu", "centos/7"),
+                 exclude=("*-rt-*",)),
+        _plan(("bpf/a_bpfel.o",)))
+    out["custom"] = files
+    return out
