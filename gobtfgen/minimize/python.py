@@ -17,6 +17,7 @@ header, and a failure wherever bpftool fails.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -331,6 +332,12 @@ def minimize_btf(kernel_data: bytes | memoryview, objects: Sequence[ParsedObject
         if not obj.has_btf_ext:
             raise MinimizeError(f"failed to parse BPF object '{obj.path}': section .BTF.ext "
                                 "not found")
+        if compat and obj.little_endian != (sys.byteorder == "little"):
+            # libbpf 1.1's btf_ext__new rejects .BTF.ext in non-native byte order, so bpftool
+            # fails on every kernel; the python minimizer reads either order.
+            raise MinimizeError(f"failed to parse BPF object '{obj.path}': .BTF.ext in "
+                                "non-native byte order (bpftool cannot read it; use "
+                                "--minimizer python)")
     try:
         kernel = open_kernel(kernel_data, objects)
         return mark(kernel, objects, compat=compat).write()
