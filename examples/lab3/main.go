@@ -74,11 +74,8 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("btf: %w", err)
 	}
-	if found.Spec == nil {
-		fmt.Fprintln(stderr, "btf: kernel")
-	} else {
-		fmt.Fprintf(stderr, "btf: %s %s\n", found.Source, found.Key)
-	}
+	// "kernel", "embedded <id>/<version>/<arch>/<release>" or "override <path>".
+	fmt.Fprintf(stderr, "btf: %s\n", found)
 
 	var objs execsnoopObjects
 	err = loadExecsnoopObjects(&objs, &ebpf.CollectionOptions{

@@ -1,0 +1,179 @@
+"""Builds examples/lab3 for real (clang, bpf2go, bpftool, gobtfgen, go) for the end-to-end and
+equivalence tests. Each build runs once per test session: both test modules ask for the same
+builds, and the results are memoized here."""
+
+from __future__ import annotations
+
+import io
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gobtfgen import keys
+
+REPO = Path(__file__).resolve().parents[1]
+LAB3 = REPO / "examples" / "lab3"
+EQUIV = Path(__file__).resolve().parent / "equiv"
+SAMPLE = REPO.parent / "shared" / "btfhub-sample"
+VMLINUX = Path("/sys/kernel/btf/vmlinux")
+
+# What `make` and `go generate` produce in examples/lab3 (its .gitignore): never copied from a
+# developer's checkout into a test build.
+GENERATED = ("lab3", "vmlinux.h", "vmlinux.h.tmp", "execsnoop_*_bpfel.o", "execsnoop_*_bpfel.go",
+             "btfgen*.go", "btfgen_*.payload", "btfgen_manifest.json", "btfgen_kernels.txt",
+             "Makefile.btfgen", ".btfhub-host")
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class Build:
+    dir: Path  # the built copy of examples/lab3, ./lab3 in it
+    archive: Path  # the archive it embedded
+    env: dict[str, str]  # the environment it was built in (tool_env)
+
+    @property
+    def binary(self) -> Path:
+        return self.dir / "lab3"
+
+    @property
+    def x86_object(self) -> Path:
+        return self.dir / "execsnoop_x86_bpfel.o"
+
+
+_builds: dict[str, Build] = {}
+
+
+def need_tool(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists()
+                                  else None)
+    if not path:
+        pytest.skip(f"{name} is not installed; lab3 needs clang, bpftool, go and make "
+                    "(scripts/setup installs them)")
+    return path
+
+
+def require_lab3_tools() -> None:
+    """Skip unless this machine can build lab3 and load its programs into the kernel."""
+    if os.geteuid() != 0:
+        pytest.skip("lab3 tests load BPF programs into the kernel: run them as root")
+    if platform.machine() != "x86_64":
+        pytest.skip(f"lab3 tests compare x86_64 kernels; this machine is {platform.machine()}")
+    if not VMLINUX.is_file():
+        pytest.skip(f"{VMLINUX} is absent: lab3's vmlinux.h and this host's archive entry come "
+                    "from it")
+    for tool in ("clang", "bpftool", "go", "make"):
+        need_tool(tool)
+    if not Path("/usr/include/bpf/bpf_helpers.h").is_file():
+        pytest.skip("libbpf headers are missing; apt-get install libbpf-dev (scripts/setup)")
+
+
+def tool_env(cache: Path) -> dict[str, str]:
+    """The environment every build runs in: this checkout's gobtfgen and a private cache."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["GOBTFGEN_CACHE_DIR"] = str(cache)
+    env.pop("BTFHUB_ARCHIVE", None)
+    if not shutil.which("go") and Path("/usr/local/go/bin/go").exists():
+        env["PATH"] = f"/usr/local/go/bin{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def gobtfgen_command() -> list[str]:
+    return [sys.executable, "-m", "gobtfgen"]
+
+
+def run(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 300) -> str:
+    """Run a build step; on failure the assertion carries the command and its output."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} (in {cwd}) exited {proc.returncode}:\n" \
+                                 f"{proc.stdout[-6000:]}"
+    return proc.stdout
+
+
+def host_key() -> str:
+    """The key this host's kernel has in an archive: <id>/<version>/<arch>/<release>."""
+    for path in (Path("/etc/os-release"), Path("/usr/lib/os-release")):
+        if path.is_file():
+            osr = keys.OSRelease.parse(path.read_text())
+            break
+    else:
+        pytest.skip("no /etc/os-release: cannot name this host's kernel in an archive")
+    # btfhub cuts VERSION_ID to the major number, except for SLES.
+    version = osr.version_id if osr.id == "sles" else osr.version_id.split(".", 1)[0]
+    arch = keys.btfhub_arch(platform.machine())
+    assert arch and osr.id and version
+    return keys.format_key(osr.id, version, arch, platform.release())
+
+
+def add_host_kernel(archive: Path, key: str) -> None:
+    """Put /sys/kernel/btf/vmlinux into the archive under key, as btfhub lays it out."""
+    release = key.rsplit("/", 1)[1]
+    dest = archive / f"{key}.btf.tar.xz"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    raw = VMLINUX.read_bytes()
+    info = tarfile.TarInfo(f"{release}.btf")
+    info.size = len(raw)
+    info.mode = 0o644
+    with tarfile.open(dest, "w:xz") as tar:
+        tar.addfile(info, io.BytesIO(raw))
+
+
+def make_archive(root: Path, *, host: bool, sample: bool) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    if sample and (SAMPLE / "MANIFEST.tsv").is_file():
+        for child in SAMPLE.iterdir():
+            if child.is_dir():
+                shutil.copytree(child, root / child.name, dirs_exist_ok=True)
+    if host:
+        add_host_kernel(root, host_key())
+    return root
+
+
+def copy_lab3(dest: Path) -> Path:
+    shutil.copytree(LAB3, dest, ignore=shutil.ignore_patterns(*GENERATED))
+    return dest
+
+
+def make_lab3(dest: Path, env: dict[str, str], archive: Path | None) -> Path:
+    """`make` in a fresh copy of examples/lab3; returns the copy (with ./lab3 built)."""
+    copy_lab3(dest)
+    args = ["make", "--no-print-directory", f"GOBTFGEN={' '.join(gobtfgen_command())}"]
+    if archive is not None:
+        args.append(f"BTFHUB_ARCHIVE={archive}")
+    run(args, cwd=dest, env=env, timeout=600)
+    assert (dest / "lab3").is_file(), "make finished without building ./lab3"
+    return dest
+
+
+def build(name: str, tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """The lab3 build called name, made once per session:
+
+    main     archive = this host's kernel + ../shared/btfhub-sample (when present)
+    missing  archive without this host's kernel (the sample, or a decoy kernel)
+    """
+    if name in _builds:
+        return _builds[name]
+    require_lab3_tools()
+    base = tmp_path_factory.getbasetemp() / "lab3"
+    base.mkdir(exist_ok=True)
+    env = tool_env(base / "cache")
+    if name == "main":
+        archive = make_archive(base / "archive-main", host=True, sample=True)
+    elif name == "missing":
+        archive = make_archive(base / "archive-missing", host=False, sample=True)
+        if not any(archive.glob("*/*/x86_64/*.btf.tar.xz")):
+            # No sample: a kernel that cannot be this one (another distro, another release).
+            add_host_kernel(archive, "decoy/1/x86_64/0.0.0-not-this-kernel")
+    else:
+        raise ValueError(name)
+    _builds[name] = Build(dir=make_lab3(base / f"build-{name}", env, archive), archive=archive,
+                          env=env)
+    return _builds[name]

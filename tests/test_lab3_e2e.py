@@ -1,0 +1,181 @@
+"""examples/lab3 end to end, on the real kernel: `make` builds the tracer with BTF embedded for
+this host's kernel (plus the sample archive), and the binary, told to ignore the kernel's own
+BTF, reports a process this test starts with the right pid, ppid, comm and filename."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import lab3build
+
+pytestmark = [pytest.mark.tools, pytest.mark.slow]
+
+TRACEFS = Path("/sys/kernel/tracing")
+COUNT = 200  # -count: large enough that other processes exec'ing meanwhile cannot crowd us out
+
+
+@pytest.fixture(scope="module")
+def main_build(tmp_path_factory: pytest.TempPathFactory) -> lab3build.Build:
+    return lab3build.build("main", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tracefs() -> Iterator[None]:
+    """Tracepoints attach through tracefs; mount it for the test when the machine has not."""
+    if (TRACEFS / "events").is_dir() or Path("/sys/kernel/debug/tracing/events").is_dir():
+        yield
+        return
+    if os.geteuid() != 0:
+        pytest.skip("tracefs is not mounted and only root can mount it")
+    mounted = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"tracefs is not mounted and mounting it failed: {mounted.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(TRACEFS)], check=False)
+
+
+class Tracer:
+    """A running ./lab3 whose stdout and stderr are read line by line without blocking."""
+
+    def __init__(self, binary: Path, *args: str) -> None:
+        self.proc = subprocess.Popen([str(binary), *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.stdout: queue.Queue[str | None] = queue.Queue()
+        self.stderr: queue.Queue[str | None] = queue.Queue()
+        self.stderr_lines: list[str] = []
+        for stream, q in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
+            threading.Thread(target=self._pump, args=(stream, q), daemon=True).start()
+
+    @staticmethod
+    def _pump(stream: object, q: queue.Queue[str | None]) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            q.put(line.rstrip("\n"))
+        q.put(None)
+
+    def stderr_until(self, marker: str, timeout: float) -> list[str]:
+        """stderr lines up to the one containing marker; fails with everything seen if the
+        process ends or the time runs out first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.stderr.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                self.kill()
+                pytest.fail(f"lab3 never printed {marker!r}; stderr:\n" +
+                            "\n".join(self.stderr_lines))
+            self.stderr_lines.append(line)
+            if marker in line:
+                return self.stderr_lines
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def probe(tmp_path: Path) -> Path:
+    """A copy of true(1) under a name no other process uses: comm and filename are known."""
+    path = tmp_path / f"lab3probe{os.getpid() % 100000}"
+    shutil.copy2(shutil.which("true") or "/bin/true", path)
+    return path
+
+
+def test_embedded_btf_reports_known_process(main_build: lab3build.Build, tracefs: None,
+                                            probe: Path) -> None:
+    tracer = Tracer(main_build.binary, "-embedded-btf", "-json", "-count", str(COUNT),
+                    "-timeout", "90s")
+    try:
+        stderr = tracer.stderr_until("tracing execve", timeout=60)
+        assert f"btf: embedded {lab3build.host_key()}" in stderr, stderr
+
+        # The parent is this test process; the child execs the probe by its full path.
+        child = subprocess.Popen([str(probe)])
+        child.wait(timeout=30)
+        events: list[dict[str, object]] = []
+        ours = None
+        deadline = time.monotonic() + 30
+        while ours is None and time.monotonic() < deadline:
+            try:
+                line = tracer.stdout.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            assert line is not None, f"lab3 exited early; stderr: {tracer.stderr_lines}"
+            event = json.loads(line)
+            events.append(event)
+            if event["filename"] == str(probe):
+                ours = event
+        assert ours is not None, f"no event for {probe} among {len(events)} events: {events[-5:]}"
+        assert ours == {"pid": child.pid, "ppid": os.getpid(), "uid": os.getuid(),
+                        "comm": probe.name[:15], "filename": str(probe)}
+
+        # -count: the tracer stops by itself after exactly COUNT events.
+        for _ in range(COUNT):
+            if tracer.proc.poll() is not None:
+                break
+            subprocess.run(["true"], check=True)
+        tracer.proc.wait(timeout=30)
+        lines = len(events)
+        while (line := tracer.stdout.get(timeout=10)) is not None:
+            json.loads(line)
+            lines += 1
+        assert tracer.proc.returncode == 0, tracer.stderr_lines
+        assert lines == COUNT
+    finally:
+        tracer.kill()
+
+
+def test_native_btf_by_default(main_build: lab3build.Build, tracefs: None) -> None:
+    tracer = Tracer(main_build.binary, "-json", "-count", "1", "-timeout", "60s")
+    try:
+        stderr = tracer.stderr_until("tracing execve", timeout=60)
+        assert "btf: kernel" in stderr
+        subprocess.run(["true"], check=True)
+        assert tracer.proc.wait(timeout=30) == 0, tracer.stderr_lines
+    finally:
+        tracer.kill()
+
+
+def test_payload_without_this_kernel_fails_clearly(
+        tmp_path_factory: pytest.TempPathFactory, tracefs: None) -> None:
+    build = lab3build.build("missing", tmp_path_factory)
+    proc = subprocess.run([str(build.binary), "-embedded-btf", "-json", "-count", "1",
+                           "-timeout", "30s"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0, proc.stderr
+    assert "btf: embedded" not in proc.stderr
+    assert "tracing execve" not in proc.stderr
+    # The runtime's error names the kernel and the key it looked for.
+    assert "no embedded BTF" in proc.stderr, proc.stderr
+    assert lab3build.host_key() in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_make_is_incremental(main_build: lab3build.Build, tmp_path: Path) -> None:
+    """A second `make` finds the embedded BTF up to date (through the emitted Makefile.btfgen);
+    a changed BPF source makes it stale."""
+    env = main_build.env
+    gobtfgen = f"GOBTFGEN={' '.join(lab3build.gobtfgen_command())}"
+    assert (main_build.dir / "Makefile.btfgen").is_file()
+    query = ["make", "-q", gobtfgen, f"BTFHUB_ARCHIVE={main_build.archive}",
+             "btfgen_manifest.json"]
+    assert subprocess.run(query, cwd=main_build.dir, env=env).returncode == 0
+    stale = tmp_path / "stale"
+    shutil.copytree(main_build.dir, stale, symlinks=True)
+    # Now is later than the generation a moment ago: the source is newer than the objects.
+    os.utime(stale / "execsnoop.bpf.c")
+    assert subprocess.run(query, cwd=stale, env=env).returncode == 1
