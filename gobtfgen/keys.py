@@ -128,8 +128,13 @@ class OSRelease:
     def parse(cls, text: str) -> OSRelease:
         fields = parse_os_release(text)
         return cls(id=ascii_lower(fields.get("ID", "")), version_id=fields.get("VERSION_ID", ""),
-                   id_like=tuple(ascii_lower(fields.get("ID_LIKE", "")).split()),
+                   id_like=_words(ascii_lower(fields.get("ID_LIKE", ""))),
                    pretty_name=fields.get("PRETTY_NAME", ""))
+
+
+def _words(text: str) -> tuple[str, ...]:
+    # Spaces and tabs only: str.split() knows more whitespace than Go's parser does.
+    return tuple(w for w in text.replace("\t", " ").split(" ") if w)
 
 
 def version_candidates(os_id: str, version_id: str) -> list[str]:
@@ -164,8 +169,7 @@ def parse_key(key: str) -> tuple[str, str, str, str]:
 
 def valid_key_part(part: str) -> bool:
     """Whether a key part can be a path component of an archive (no traversal, no separators)."""
-    return bool(part) and part not in (".", "..") and "/" not in part and "\0" not in part \
-        and "\n" not in part and not part.startswith(".")
+    return bool(part) and not part.startswith(".") and not any(c in part for c in "/\0\n")
 
 
 def _number_after(text: str, prefix: str, before: str = "") -> str:
@@ -260,6 +264,12 @@ def _major(version: str) -> str:
     return version.split(".", 1)[0]
 
 
+def _part(key: str, n: int) -> str:
+    # A corrupt payload may hold keys with fewer parts: they must not crash the lookup.
+    parts = key.split("/")
+    return parts[n] if n < len(parts) else ""
+
+
 def lookup(entries: Mapping[str, int] | Sequence[str], *, arch: str, os_release: str,
            machine: str, release: str, override_env: str = "BTFGEN_BTF_FILE") -> Lookup:
     """Rules 3 to 5 of the runtime lookup, over the keys of one arch's payload.
@@ -274,7 +284,7 @@ def lookup(entries: Mapping[str, int] | Sequence[str], *, arch: str, os_release:
     want_arch = btfhub_arch(machine)
     if want_arch is None or want_arch != arch:
         if not arch:
-            raise LookupFailure("arch", f"no embedded BTF for machine {machine!r}: this binary "
+            raise LookupFailure("arch", f"no embedded BTF for machine {machine}: this binary "
                                "was built for a GOARCH gobtfgen does not embed (amd64, arm64); "
                                f"set {override_env} to a BTF file")
         shown = f"{machine} ({want_arch})" if want_arch and want_arch != machine else machine
@@ -324,16 +334,16 @@ def _narrow(cands: list[str], release: str, osr: OSRelease, versions: list[str])
     """Rule 4's tie-breakers, in order: release markers, same ID, ID_LIKE, VERSION_ID."""
     markers = release_markers(release)
     if markers.ids:
-        cands = _keep(cands, lambda k: k.split("/", 1)[0] in markers.ids)
+        cands = _keep(cands, lambda k: _part(k, 0) in markers.ids)
     if markers.versions:
-        cands = _keep(cands, lambda k: _major(k.split("/")[1]) in markers.versions)
+        cands = _keep(cands, lambda k: _major(_part(k, 1)) in markers.versions)
     if osr.id:
-        cands = _keep(cands, lambda k: k.split("/", 1)[0] == osr.id)
+        cands = _keep(cands, lambda k: _part(k, 0) == osr.id)
     for like in osr.id_like:
-        kept = [k for k in cands if k.split("/", 1)[0] == like]
+        kept = [k for k in cands if _part(k, 0) == like]
         if kept:
             cands = kept
             break
     if versions:
-        cands = _keep(cands, lambda k: k.split("/")[1] in versions)
+        cands = _keep(cands, lambda k: _part(k, 1) in versions)
     return cands

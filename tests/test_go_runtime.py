@@ -1,0 +1,213 @@
+"""The generated Go runtime, for real: render it, pack payloads from the shared vectors, build
+a temporary module against cilium/ebpf and run gofmt, go vet, the Go tests (every vector),
+short fuzz runs, and the same tests for arm64 and for a GOARCH without payload under qemu.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gobtfgen import keys, render
+from gobtfgen.pack import pack
+from tests.gomod import NEWEST_EBPF, find_go, make_module, run_go
+from tests.tinybtf import label, tiny_btf
+
+HERE = Path(__file__).resolve().parent
+VECTORS = HERE / "vectors" / "lookup.json"
+GOTEST = HERE / "gotest"
+PACKAGE = "btfgen"
+ENV_PREFIX = "GOBTFGENTEST"  # not the default: proves --env-prefix reaches the Go code
+
+pytestmark = [
+    pytest.mark.tools,
+    pytest.mark.skipif(find_go() is None,
+                       reason="go not found: install Go (go.dev) or put it on PATH"),
+]
+
+
+def load_vectors() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(VECTORS.read_text())
+    return data
+
+
+def vector_blobs(vectors: dict[str, Any]) -> dict[str, dict[str, bytes]]:
+    """{arch: {key: BTF}}: one tiny BTF per key, shared within a same_btf group."""
+    group_of = {k: g[0] for g in vectors["same_btf"] for k in g}
+    return {arch: {k: tiny_btf(label(group_of.get(k, k))) for k in ks}
+            for arch, ks in vectors["payload"].items()}
+
+
+def render_package(dest: Path, *, package: str = PACKAGE, env_prefix: str = ENV_PREFIX) -> None:
+    for name, text in render.render_go_files(
+            render.go_context(package=package, env_prefix=env_prefix)).items():
+        (dest / name).write_text(text)
+
+
+def copy_go_tests(dest: Path, package: str = PACKAGE) -> None:
+    for src in sorted(GOTEST.glob("*_test.go")):
+        text = src.read_text().replace("package btfgen\n", f"package {package}\n", 1)
+        (dest / src.name).write_text(text)
+    corpus = GOTEST / "testdata" / "fuzz"
+    if corpus.is_dir():
+        shutil.copytree(corpus, dest / "testdata" / "fuzz", dirs_exist_ok=True)
+
+
+def make_vmlinux_elf(dest: Path) -> None:
+    """A vmlinux-like ELF holding this host's BTF in .BTF, for the override test."""
+    btf = Path("/sys/kernel/btf/vmlinux")
+    objcopy, clang = shutil.which("objcopy"), shutil.which("clang")
+    if not (btf.exists() and objcopy and clang):
+        return  # TestOverride skips its ELF part and says why
+    empty = dest / "empty.o"
+    subprocess.run([clang, "-c", "-x", "c", "/dev/null", "-o", str(empty)], check=True)
+    raw = dest / "vmlinux.btf"
+    raw.write_bytes(btf.read_bytes())
+    subprocess.run([objcopy, "--add-section", f".BTF={raw}", "--set-section-flags",
+                    ".BTF=alloc,readonly", str(empty), str(dest / "vmlinux.elf")], check=True)
+    empty.unlink()
+    raw.unlink()
+
+
+@pytest.fixture(scope="module")
+def module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("gomod")
+    vectors = load_vectors()
+    blobs = vector_blobs(vectors)
+    files: dict[str, str | bytes] = {}
+    for arch in render.ARCHES:
+        payload, _ = pack(arch, blobs.get(arch, {}))
+        files[render.payload_file(arch)] = payload
+    files["testdata/lookup.json"] = VECTORS.read_text()
+    files["testdata/blobs.json"] = json.dumps(
+        {k: hashlib.sha256(b).hexdigest() for arch_blobs in blobs.values()
+         for k, b in arch_blobs.items()}, indent=1, sort_keys=True)
+    make_module(dest, ebpf_version=NEWEST_EBPF, files=files)
+    render_package(dest)
+    copy_go_tests(dest)
+    make_vmlinux_elf(dest / "testdata")
+    return dest
+
+
+def test_generated_code_is_gofmt_clean_and_deterministic(module: Path) -> None:
+    gofmt = Path(find_go() or "go").with_name("gofmt")
+    out = subprocess.run([str(gofmt) if gofmt.exists() else "gofmt", "-l", "."], cwd=module,
+                         capture_output=True, text=True, check=True).stdout
+    assert out == "", f"not gofmt-clean: {out}"
+    ctx = render.go_context(package=PACKAGE, env_prefix=ENV_PREFIX)
+    first, second = render.render_go_files(ctx), render.render_go_files(ctx)
+    assert first == second
+    for name, text in first.items():
+        assert text.startswith(f"// {render.GENERATED_MARK}\n"), name
+        assert str(module) not in text and "/work/" not in text and "/tmp/" not in text
+        lines = text.splitlines()
+        if name != "btfgen.go":
+            assert lines[1].startswith("//go:build "), name
+        # Every unexported top-level identifier carries the btfgen prefix: the code lands in
+        # the user's package, often main.
+        idents = re.findall(r"^(?:func|type|var|const) ([a-z]\w*)", text, re.M)
+        for block in re.findall(r"^(?:var|const) \(\n(.*?)^\)", text, re.M | re.S):
+            idents += re.findall(r"^\t([a-z]\w*)", block, re.M)
+        assert idents
+        for ident in idents:
+            assert ident.startswith("btfgen"), (name, ident)
+    assert f'"{ENV_PREFIX}_BTF_FILE"' in first["btfgen.go"]
+
+
+def test_go_vet(module: Path) -> None:
+    run_go(["vet", "./..."], cwd=module)
+    run_go(["vet", "./..."], cwd=module, env={"GOARCH": "arm64"})
+    run_go(["vet", "./..."], cwd=module, env={"GOARCH": "riscv64"})
+
+
+def test_go_tests_native_arch(module: Path) -> None:
+    proc = run_go(["test", "-count=1", "-v", "./..."], cwd=module)
+    assert "--- PASS: TestVectors " in proc.stdout
+    assert "--- FAIL" not in proc.stdout
+    # Every vector ran through the lookup (subtests are named after vectors).
+    names = {v["name"] for v in load_vectors()["vectors"]}
+    passed = proc.stdout.count("    --- PASS: TestVectors/")
+    assert passed == len(names), f"{passed} vectors passed of {len(names)}"
+
+
+@pytest.mark.skipif(shutil.which("qemu-aarch64") is None,
+                    reason="qemu-aarch64 not found: install qemu-user to run the arm64 build")
+def test_go_tests_arm64_under_qemu(module: Path) -> None:
+    exe = shutil.which("qemu-aarch64")
+    proc = run_go(["test", "-count=1", "-v", "-exec", str(exe), "./..."], cwd=module,
+                  env={"GOARCH": "arm64"})
+    assert "--- PASS: TestVectorsFindBTF " in proc.stdout
+    assert "--- FAIL" not in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("qemu-riscv64") is None,
+                    reason="qemu-riscv64 not found: install qemu-user to run a GOARCH gobtfgen "
+                           "does not embed")
+def test_go_tests_unembedded_arch_under_qemu(module: Path) -> None:
+    exe = shutil.which("qemu-riscv64")
+    proc = run_go(["test", "-count=1", "-v", "-exec", str(exe), "./..."], cwd=module,
+                  env={"GOARCH": "riscv64"})
+    assert "--- PASS: TestVectorsLookupBTF " in proc.stdout
+    assert "--- FAIL" not in proc.stdout
+
+
+@pytest.mark.parametrize("target", ["FuzzPayload", "FuzzOSRelease"])
+def test_go_fuzz_short(module: Path, target: str) -> None:
+    run_go(["test", "-run=^$", f"-fuzz=^{target}$", "-fuzztime=10s", "-parallel=2", "."],
+           cwd=module, timeout=300)
+
+
+def _random_cases(n: int) -> list[dict[str, str]]:
+    """os-release texts and releases built from the pieces that make parsers disagree."""
+    rng = random.Random(20260101)
+    names = ["ID", "VERSION_ID", "ID_LIKE", "PRETTY_NAME", "id", "_X", "9ID", "ID-X", ""]
+    pieces = ['"', "'", "\\", " ", "\t", "#", "=", "\r", "\n", "ubuntu", "RHEL", "8.4", "2018.03",
+              "amzn", ".", "/", "é", "\x00", "\x1c", "\u00a0", "fedora centos", "$", "`"]
+    rel_pieces = [".el", "7", "8_5", "uek", ".amzn", "1", "2", "deb", "+", "~", "10", ".fc", "33",
+                  "-", "4.19.0", "generic", "aws", "amd64", "cloud-", "64k", "x86_64", "."]
+    cases = []
+    for _ in range(n):
+        lines = []
+        for _ in range(rng.randint(0, 6)):
+            value = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 5)))
+            lines.append(rng.choice(["", " ", "\t", "#"]) + rng.choice(names) + "=" + value)
+        text = rng.choice(["\n", "\r\n"]).join(lines)
+        release = "".join(rng.choice(rel_pieces) for _ in range(rng.randint(0, 7)))
+        machine = rng.choice(["x86_64", "aarch64", "arm64", "amd64", "s390x", "AARCH64", ""])
+        cases.append({"os_release": text, "release": release, "machine": machine})
+    vectors = load_vectors()
+    cases += [{"os_release": t, "release": v["release"], "machine": v["machine"]}
+              for t in vectors["os_releases"].values() for v in vectors["vectors"][:3]]
+    return cases
+
+
+def test_go_and_python_parse_the_same(module: Path, tmp_path: Path) -> None:
+    """Differential test: the Go runtime and gobtfgen/keys.py agree on random inputs."""
+    cases = _random_cases(3000)
+    path = tmp_path / "cases.json"
+    path.write_text(json.dumps(cases))
+    run_go(["test", "-count=1", "-run=^TestParseDifferential$", "."], cwd=module,
+           env={"BTFGEN_PARSE_CASES": str(path)})
+    go_results = json.loads((tmp_path / "cases.json.go.json").read_text())
+    assert len(go_results) == len(cases)
+    for case, got in zip(cases, go_results, strict=True):
+        osr = keys.OSRelease.parse(case["os_release"])
+        markers = keys.release_markers(case["release"])
+        want = {
+            "fields": keys.parse_os_release(case["os_release"]),
+            "id": osr.id, "version_id": osr.version_id, "id_like": list(osr.id_like),
+            "versions": keys.version_candidates(osr.id, osr.version_id),
+            "marker_ids": list(markers.ids), "marker_versions": list(markers.versions),
+            "arch": keys.btfhub_arch(case["machine"]) or "",
+        }
+        got = {k: (v if v is not None else ([] if k != "fields" else {}))
+               for k, v in got.items()}
+        assert got == want, case
