@@ -179,6 +179,9 @@ class BTF:
             self.words = arr
         self._names: dict[str, list[int]] | None = None
         self._wanted: dict[str, list[int]] = {}
+        if wanted:
+            # ptr_size looks up `long` and its aliases: collect them in the same walk.
+            wanted = set(wanted) | set(_LONG_ALIASES)
         self.offsets = self._walk(wanted)
         self._ptr_size = ptr_size
 

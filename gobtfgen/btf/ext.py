@@ -116,6 +116,14 @@ class ParsedObject:
     machine: str
     has_btf_ext: bool
     symbols: tuple[tuple[str, int, str], ...] = field(default=())  # (section, value, function)
+    code: dict[str, bytes] = field(default_factory=dict)  # executable sections' bytes
+
+    def insn_class(self, section: str, insn_off: int) -> int | None:
+        """BPF_CLASS of the instruction a relocation patches (BPF_LDX=1, BPF_ST=2, BPF_STX=3)."""
+        data = self.code.get(section)
+        if data is None or insn_off >= len(data):
+            return None
+        return data[insn_off] & 0x07
 
     def function_at(self, section: str, insn_off: int) -> str:
         """The name of the function containing the instruction (else the section name)."""
@@ -127,8 +135,11 @@ class ParsedObject:
         return best or section
 
 
-def read_sections(path: Path) -> tuple[bytes, bytes | None, bool, str, list[tuple[str, int, str]]]:
-    """(.BTF, .BTF.ext or None, little endian, machine, function symbols) of a BPF ELF."""
+_SectionData = tuple[bytes, bytes | None, bool, str, list[tuple[str, int, str]], dict[str, bytes]]
+
+
+def read_sections(path: Path) -> _SectionData:
+    """(.BTF, .BTF.ext or None, little endian, machine, function symbols, code) of a BPF ELF."""
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
 
@@ -151,13 +162,15 @@ def read_sections(path: Path) -> tuple[bytes, bytes | None, bool, str, list[tupl
                     if not isinstance(shndx, int):
                         continue
                     funcs.append((elf.get_section(shndx).name, int(sym["st_value"]), sym.name))
-            return (btf_data, ext_data, elf.little_endian, str(elf["e_machine"]), funcs)
+            code = {sec.name: sec.data() for sec in elf.iter_sections()
+                    if sec["sh_type"] == "SHT_PROGBITS" and sec["sh_flags"] & 0x4}
+            return (btf_data, ext_data, elf.little_endian, str(elf["e_machine"]), funcs, code)
     except (ELFError, OSError, struct.error) as exc:
         raise ObjectError(f"{path}: not a readable ELF object ({exc})") from None
 
 
 def parse_object(path: Path) -> ParsedObject:
-    btf_data, ext_data, le, machine, funcs = read_sections(path)
+    btf_data, ext_data, le, machine, funcs, code = read_sections(path)
     try:
         btf = BTF(btf_data)
         btf.validate()
@@ -166,7 +179,7 @@ def parse_object(path: Path) -> ParsedObject:
     relos = parse_core_relos(ext_data, btf) if ext_data is not None else []
     return ParsedObject(path=path, btf=btf, relos=tuple(relos), little_endian=le,
                         machine=machine, has_btf_ext=ext_data is not None,
-                        symbols=tuple(funcs))
+                        symbols=tuple(funcs), code=code)
 
 
 class ObjectCache:

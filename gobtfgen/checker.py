@@ -1,0 +1,283 @@
+"""Which CO-RE relocations of which programs fail on which kernels, grouped for reading.
+
+A relocation fails on a kernel when libbpf finds no target for it (the instruction is poisoned,
+or a type size/id reads 0) or refuses it (ambiguity, an unreadable bitfield: the program does
+not load). A failure is *guarded* when the same program asks an existence question
+(bpf_core_field_exists, bpf_core_type_exists, bpf_core_enum_value_exists, type_matches) about
+the same type, any flavour of it, and that question can steer around the failing access; this
+is a heuristic on relocations, not a control-flow analysis, and the report says which check it
+relied on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from gobtfgen.btf import BTF, BTFError, essential_name
+from gobtfgen.btf.ext import (
+    ENUMVAL_EXISTS,
+    FIELD_EXISTS,
+    RELO_KIND_NAMES,
+    TYPE_EXISTS,
+    TYPE_ID_TARGET,
+    TYPE_MATCHES,
+    TYPE_SIZE,
+    CoreRelo,
+    ParsedObject,
+)
+from gobtfgen.relocs import EXISTENCE_KINDS, ENUMVAL_KINDS, TYPE_KINDS, Outcome, evaluate_object
+from gobtfgen.relocs import wanted_names as _wanted
+
+_LDX, _ST, _STX = 1, 2, 3
+
+_GUARD_MACRO = {
+    FIELD_EXISTS: "bpf_core_field_exists",
+    TYPE_EXISTS: "bpf_core_type_exists",
+    TYPE_MATCHES: "bpf_core_type_matches",
+    ENUMVAL_EXISTS: "bpf_core_enum_value_exists",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failure:
+    """One relocation that fails on one kernel."""
+
+    object: str  # object file name
+    program: str  # the function holding the instruction
+    section: str
+    target: str  # C view of what is accessed: `task_struct.mm.arg_start`, `enum x::Y`
+    kind: str  # libbpf's relocation kind name (byte_off, type_size, ...)
+    status: str  # "missing" (no target: poisoned or 0) or "refused" (libbpf errors out)
+    effect: str  # what happens to the program
+    guard: str | None  # the existence check that guards it, when there is one
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelReport:
+    kernel: str
+    failures: tuple[Failure, ...] = ()
+    error: str | None = None  # the kernel BTF could not be read
+
+
+@dataclass(frozen=True, kw_only=True)
+class Group:
+    failure: Failure
+    kernels: tuple[str, ...] = field(default=())
+
+    @property
+    def guarded(self) -> bool:
+        return self.failure.guard is not None and self.failure.status == "missing"
+
+
+def _local_target(obj: ParsedObject, out: Outcome) -> str:
+    r = out.relo
+    btf = obj.btf
+    if not 0 < r.type_id < len(btf):
+        return f"[{r.type_id}]"
+    root = btf.name(r.type_id) or "(anon)"
+    if out.local is not None and r.kind not in TYPE_KINDS:
+        return out.local.describe()
+    kind = btf.kind(r.type_id)
+    prefix = {4: "struct ", 5: "union ", 6: "enum ", 19: "enum "}.get(kind, "")
+    return prefix + root
+
+
+def _effect(out: Outcome) -> tuple[str, str]:
+    """(status, effect) of a failing relocation."""
+    if out.error is not None:
+        return "refused", "libbpf refuses the relocation: the program will not load"
+    kind = out.relo.kind
+    if kind in (TYPE_SIZE, TYPE_ID_TARGET):
+        return "missing", "reads 0"
+    assert out.result is not None
+    if out.result.fail_memsz_adjust:
+        return "missing", ("the field's size changed incompatibly: the load is poisoned and "
+                           "the program will not load if it runs there")
+    return "missing", ("the instruction is poisoned: the program will not load unless the "
+                       "access is unreachable")
+
+
+def _failed(obj: ParsedObject, out: Outcome) -> bool:
+    if out.error is not None:
+        return True
+    if out.relo.kind in EXISTENCE_KINDS:
+        return False  # an existence check answering 0 is the guard, not a failure
+    r = out.result
+    if r is None:
+        return True
+    if r.poison:
+        return True
+    if r.fail_memsz_adjust:
+        # libbpf checks the size adjustment only on loads and stores (bpf_core_patch_insn);
+        # the same relocation on an ALU instruction (BPF_CORE_READ's pointer arithmetic) is
+        # fine.
+        return obj.insn_class(out.relo.section, out.relo.insn_off) in (_LDX, _ST, _STX, None)
+    return not out.matches and out.relo.kind in (TYPE_SIZE, TYPE_ID_TARGET)
+
+
+def _guard_key(obj: ParsedObject, relo: CoreRelo) -> str:
+    btf = obj.btf
+    if not 0 < relo.type_id < len(btf):
+        return ""
+    return essential_name(btf.name(relo.type_id))
+
+
+def _guards(obj: ParsedObject, out: Outcome, guard: Outcome) -> bool:
+    """Whether the existence check `guard` plausibly steers around the access `out`."""
+    r, g = out.relo, guard.relo
+    if g.kind in (TYPE_EXISTS, TYPE_MATCHES):
+        # A type check guards accesses through that type, or another flavour of it.
+        return g.type_id == r.type_id or _is_flavour(obj, r)
+    if g.kind == ENUMVAL_EXISTS:
+        return g.type_id == r.type_id and g.access == r.access
+    if g.kind == FIELD_EXISTS:
+        if g.type_id == r.type_id:
+            # The same field, or a member on the way to it.
+            return r.access == g.access or r.access.startswith(g.access + ":")
+        # `if (bpf_core_field_exists(struct t___new, f)) ... else read struct t___old`:
+        # an access through a flavoured type is steered by a check on a sibling flavour.
+        return _is_flavour(obj, r)
+    return False
+
+
+def _is_flavour(obj: ParsedObject, relo: CoreRelo) -> bool:
+    btf = obj.btf
+    if not 0 < relo.type_id < len(btf):
+        return False
+    name = btf.name(relo.type_id)
+    return essential_name(name) != name
+
+
+def _guard_for(obj: ParsedObject, out: Outcome, guards: dict[tuple[str, str], list[Outcome]]
+               ) -> str | None:
+    """The existence check in the same program about the same type (any flavour)."""
+    if out.error is not None:
+        return None
+    key = (out.relo.section, _guard_key(obj, out.relo))
+    candidates = [g for g in guards.get(key, []) if _guards(obj, out, g)]
+    if not candidates:
+        return None
+    # Prefer a check that answers "no" on this kernel (it steers around the access), then one
+    # on the very same access.
+    best = sorted(candidates, key=lambda g: (g.satisfied, g.relo.access != out.relo.access))[0]
+    return f"{_GUARD_MACRO[best.relo.kind]}({_local_target(obj, best)})"
+
+
+def check_kernel(kernel: str, raw: bytes, objects: Sequence[ParsedObject]) -> KernelReport:
+    try:
+        tb = BTF(raw, wanted=_wanted(objects))
+    except BTFError as exc:
+        return KernelReport(kernel=kernel, error=f"kernel BTF: {exc}")
+    failures: list[Failure] = []
+    for obj in objects:
+        outs = list(evaluate_object(obj, tb))
+        guards: dict[tuple[str, str], list[Outcome]] = {}
+        for out in outs:
+            if out.relo.kind in _GUARD_MACRO and out.error is None:
+                guards.setdefault((out.relo.section, _guard_key(obj, out.relo)), []).append(out)
+        for out in outs:
+            if not _failed(obj, out):
+                continue
+            status, effect = _effect(out)
+            failures.append(Failure(
+                object=obj.path.name, program=obj.function_at(out.relo.section, out.relo.insn_off),
+                section=out.relo.section, target=_local_target(obj, out),
+                kind=RELO_KIND_NAMES.get(out.relo.kind, str(out.relo.kind)), status=status,
+                effect=effect, guard=_guard_for(obj, out, guards),
+                detail=out.error or ""))
+    return KernelReport(kernel=kernel, failures=tuple(_dedup(failures)))
+
+
+def _dedup(failures: Iterable[Failure]) -> list[Failure]:
+    seen: set[Failure] = set()
+    out = []
+    for f in failures:
+        # One access read several ways (offset, size, shifts) is one line for the reader.
+        key = Failure(object=f.object, program=f.program, section=f.section, target=f.target,
+                      kind="", status=f.status, effect=f.effect, guard=f.guard)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(f)
+    return out
+
+
+def group(reports: Sequence[KernelReport]) -> list[Group]:
+    by: dict[tuple[object, ...], tuple[Failure, list[str]]] = {}
+    for rep in reports:
+        for f in rep.failures:
+            key = (f.object, f.program, f.target, f.status, f.guard is not None)
+            if key not in by:
+                by[key] = (f, [])
+            if rep.kernel not in by[key][1]:
+                by[key][1].append(rep.kernel)
+    groups = [Group(failure=f, kernels=tuple(sorted(ks))) for f, ks in by.values()]
+    groups.sort(key=lambda g: (g.guarded, g.failure.object, g.failure.program, -len(g.kernels),
+                               g.failure.target))
+    return groups
+
+
+def has_unguarded(groups: Sequence[Group]) -> bool:
+    return any(not g.guarded for g in groups)
+
+
+def _kernel_list(kernels: Sequence[str], limit: int = 4) -> str:
+    shown = ", ".join(kernels[:limit])
+    return shown + (f" and {len(kernels) - limit} more" if len(kernels) > limit else "")
+
+
+def format_human(reports: Sequence[KernelReport], objects: Sequence[ParsedObject],
+                 *, verbose: bool = False) -> str:
+    groups = group(reports)
+    checked = [r for r in reports if r.error is None]
+    clean = [r for r in checked if not r.failures]
+    lines = [f"gobtfgen check: {len(checked)} kernels, {len(objects)} objects, "
+             f"{sum(len(o.relos) for o in objects)} CO-RE relocations"]
+    for r in reports:
+        if r.error is not None:
+            lines.append(f"  warning: {r.kernel}: not checked: {r.error}")
+    if not groups:
+        lines.append(f"every relocation is satisfied on all {len(checked)} kernels")
+        return "\n".join(lines) + "\n"
+    for g in groups:
+        f = g.failure
+        n = len(g.kernels)
+        kernels = "kernel" if n == 1 else "kernels"
+        where = f"in `{f.program}` ({f.object})"
+        if f.status == "refused":
+            head = (f"{n} {kernels}: `{f.target}` ({f.kind}) {where}: {f.effect}"
+                    f" [{f.detail}]")
+            tag = "FAIL "
+        elif g.guarded:
+            head = f"{n} {kernels} lack `{f.target}`, guarded by `{f.guard}` {where}, fine"
+            tag = "ok   "
+        else:
+            verb = "mismatch" if "size changed" in f.effect else "lack"
+            head = f"{n} {kernels} {verb} `{f.target}` ({f.kind}), unguarded {where}: {f.effect}"
+            tag = "FAIL "
+        lines.append(tag + head)
+        if verbose or not g.guarded:
+            lines.append("       " + (", ".join(g.kernels) if verbose else _kernel_list(g.kernels)))
+    lines.append(f"{len(clean)} of {len(checked)} kernels satisfy every relocation; "
+                 f"{sum(1 for g in groups if not g.guarded)} unguarded failure(s)")
+    return "\n".join(lines) + "\n"
+
+
+def format_json(reports: Sequence[KernelReport], objects: Sequence[ParsedObject]) -> str:
+    groups = group(reports)
+    doc = {
+        "kernels": [r.kernel for r in reports if r.error is None],
+        "unreadable": [{"kernel": r.kernel, "error": r.error} for r in reports if r.error],
+        "objects": [str(o.path) for o in objects],
+        "failures": [{
+            "object": g.failure.object, "program": g.failure.program,
+            "section": g.failure.section, "target": g.failure.target, "kind": g.failure.kind,
+            "status": g.failure.status, "guarded": g.guarded, "guard": g.failure.guard,
+            "effect": g.failure.effect, "detail": g.failure.detail,
+            "kernels": list(g.kernels)} for g in groups],
+        "ok": not has_unguarded(groups),
+    }
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"

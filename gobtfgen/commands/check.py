@@ -1,0 +1,122 @@
+"""gobtfgen check: which CO-RE relocations of which programs fail on which kernels."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from gobtfgen import checker
+from gobtfgen.archive import Kernel, read_kernel_btf, scan_archive
+from gobtfgen.btf.ext import ObjectCache, ObjectError, ParsedObject
+from gobtfgen.errors import GobtfgenError, InputError, UsageError
+from gobtfgen.objects import discover, read_object
+from gobtfgen.options import add
+
+_objects = ObjectCache()
+
+
+def register(sub: Any) -> None:
+    from gobtfgen.commands.generate import parse_arches  # noqa: F401  (shared flag rules)
+
+    p = sub.add_parser(
+        "check", help="report which CO-RE relocations fail on which archive kernels",
+        description="Resolve every CO-RE relocation of the BPF objects against every selected "
+                    "kernel of a btfhub-archive with libbpf's rules, and report the ones that "
+                    "fail, grouped by program and access, marked guarded when the program "
+                    "checks existence of the same type first. Exits 1 when an unguarded "
+                    "relocation fails on a selected kernel.")
+    add(p, "--object", env="GOBTFGEN_OBJECTS", kind="list", dest="objects", metavar="FILE",
+        help="a BPF object (repeatable); none: bpf2go outputs found in --output-dir")
+    add(p, "--archive", env="BTFHUB_ARCHIVE", metavar="DIR",
+        help="btfhub-archive directory (<id>/<version>/<arch>/<release>.btf.tar.xz)")
+    add(p, "--arch", env="GOBTFGEN_ARCH", default="x86_64,arm64",
+        help="comma-separated arches to check: x86_64 (amd64), arm64 (aarch64)")
+    add(p, "--include", env="GOBTFGEN_INCLUDE", kind="list", metavar="PAT",
+        help="only kernels whose <id>/<version>/<arch>/<release> matches this glob or folder "
+             "(repeatable)")
+    add(p, "--exclude", env="GOBTFGEN_EXCLUDE", kind="list", metavar="PAT",
+        help="leave out kernels matching this glob or folder (repeatable)")
+    add(p, "--output-dir", env="GOBTFGEN_OUTPUT_DIR", default=".", metavar="DIR",
+        help="where to look for bpf2go objects when no --object is given")
+    add(p, "--jobs", "-j", env="GOBTFGEN_JOBS", default=os.cpu_count() or 1, kind="int",
+        metavar="N", help="kernels checked in parallel")
+    add(p, "--json", env="GOBTFGEN_CHECK_JSON", kind="bool", help="print a JSON report")
+    add(p, "--all-kernels", env="GOBTFGEN_CHECK_ALL", kind="bool",
+        help="list every kernel of every group, not only the first few")
+    p.set_defaults(func=run)
+
+
+def _parse(path: Path) -> ParsedObject:
+    try:
+        return _objects.get(path)
+    except (ObjectError, OSError) as exc:
+        raise InputError(f"{path}: {exc}; pass a BPF object built by clang -g") from None
+
+
+def _check_one(kernel: Kernel, object_paths: Sequence[Path]) -> checker.KernelReport:
+    objs = [_parse(p) for p in object_paths]
+    try:
+        raw = read_kernel_btf(kernel.path)
+    except GobtfgenError as exc:
+        return checker.KernelReport(kernel=kernel.key, error=str(exc))
+    return checker.check_kernel(kernel.key, raw, objs)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gobtfgen.commands.generate import parse_arches
+
+    if not args.archive:
+        raise UsageError("no archive: pass --archive DIR or set BTFHUB_ARCHIVE to a "
+                         "btfhub-archive checkout")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: must be at least 1")
+    paths = [Path(o) for o in args.objects] or discover(Path(args.output_dir))
+    if not paths:
+        raise UsageError(f"no BPF objects: pass --object FILE (none found in {args.output_dir})")
+    arches = parse_arches(args.arch)
+    per_arch: dict[str, list[Path]] = {a: [] for a in arches}
+    parsed: list[ParsedObject] = []
+    for path in paths:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such object file; check the --object path")
+        info = read_object(path)
+        if info.core_relocations == 0:
+            print(f"gobtfgen: note: {path}: no CO-RE relocations, nothing to check",
+                  file=sys.stderr)
+            continue
+        obj = _parse(path)
+        parsed.append(obj)
+        # Generic (non-bpf2go) little-endian objects apply to every arch.
+        for arch in info.arches or (arches if info.little_endian else ()):
+            if arch in per_arch:
+                per_arch[arch].append(path)
+    kernels, problems = scan_archive(Path(args.archive), arches, tuple(args.include),
+                                     tuple(args.exclude))
+    for problem in problems:
+        print(f"gobtfgen: {problem}", file=sys.stderr)
+    if not kernels:
+        raise InputError(f"no kernels selected in {args.archive} for {','.join(arches)}; "
+                         "check the archive layout and the filters")
+    todo = [(k, per_arch.get(k.arch, [])) for k in kernels]
+    todo = [(k, objs) for k, objs in todo if objs]
+    if args.jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=min(args.jobs, len(todo))) as pool:
+            reports = list(pool.map(_check_one, [k for k, _ in todo], [o for _, o in todo],
+                                    chunksize=4))
+    else:
+        reports = [_check_one(k, objs) for k, objs in todo]
+    if args.json:
+        sys.stdout.write(checker.format_json(reports, parsed))
+    else:
+        sys.stdout.write(checker.format_human(reports, parsed, verbose=args.all_kernels))
+    groups = checker.group(reports)
+    if checker.has_unguarded(groups):
+        return 1
+    if not any(r.error is None for r in reports):
+        return 1
+    return 0

@@ -1,0 +1,118 @@
+"""gobtfgen check: relocation failures per kernel, grouped, guarded or not, exit status."""
+
+from __future__ import annotations
+
+import json
+import lzma
+import shutil
+import tarfile
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+
+from gobtfgen import checker
+from gobtfgen.btf import Builder
+from gobtfgen.btf.ext import parse_object
+from gobtfgen.cli import main
+from tests.bpfobjs import bpf_objects
+
+__all__ = ["bpf_objects"]
+
+pytestmark = pytest.mark.tools
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "btfhub-sample"
+OLD = "amzn/2/x86_64/4.14.256-197.484.amzn2.x86_64"
+NEW = "debian/12/x86_64/6.1.0-56-amd64"
+
+
+def _archive_from_sample(tmp_path: Path, keys: list[str]) -> Path:
+    root = tmp_path / "archive"
+    for key in keys:
+        src = SAMPLE / f"{key}.btf.tar.xz"
+        if not src.is_file():
+            pytest.skip(f"{src} is absent: needs ../shared/btfhub-sample")
+        dst = root / f"{key}.btf.tar.xz"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    return root
+
+
+def _btfhub_file(path: Path, release: str, blob: bytes) -> None:
+    buf = BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(f"{release}.btf")
+        info.size = len(blob)
+        tar.addfile(info, BytesIO(blob))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(lzma.compress(buf.getvalue()))
+
+
+def test_sample_kernels_human_and_json(tmp_path: Path, bpf_objects: dict[str, Path],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    archive = _archive_from_sample(tmp_path, [OLD, NEW])
+    args = ["check", "--archive", str(archive), "--object", str(bpf_objects["fields"]),
+            "--arch", "x86_64", "-j", "1"]
+    assert main(args) == 1  # fields.c reads a field no kernel has, unguarded
+    out = capsys.readouterr().out
+    assert "2 kernels lack `task_struct.gobtfgen_no_such_field` (byte_off), unguarded in " \
+           "`handle_exec`" in out
+    # Each layout of task_struct::state is guarded by the __state existence check.
+    assert ("1 kernel lack `task_struct___post514.__state`, guarded by "
+            "`bpf_core_field_exists(task_struct___post514.__state)` in `handle_exec`") in out
+    assert "1 kernel lack `task_struct___pre514.state`, guarded by" in out
+
+    assert main([*args, "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False
+    assert sorted(doc["kernels"]) == sorted([OLD, NEW])
+    by_target = {f["target"]: f for f in doc["failures"]}
+    assert by_target["task_struct.gobtfgen_no_such_field"]["guarded"] is False
+    assert by_target["task_struct.gobtfgen_no_such_field"]["program"] == "handle_exec"
+    assert by_target["task_struct___pre514.state"]["kernels"] == [NEW]
+    assert by_target["task_struct___post514.__state"]["kernels"] == [OLD]
+
+
+def test_all_satisfied_exits_zero(tmp_path: Path, bpf_objects: dict[str, Path],
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    archive = _archive_from_sample(tmp_path, [NEW])
+    assert main(["check", "--archive", str(archive), "--object", str(bpf_objects["net"]),
+                 "-j", "1"]) == 0
+    assert "every relocation is satisfied on all 1 kernels" in capsys.readouterr().out
+
+
+def test_synthetic_kernel_refused_and_missing(tmp_path: Path,
+                                              bpf_objects: dict[str, Path]) -> None:
+    b = Builder()
+    i = b.int("int", 4, signed=True)
+    b.struct("gbt_amb", 4, [("a", i, 0, 0)])
+    b.struct("gbt_amb", 8, [("pad", i, 0, 0), ("a", i, 32, 0)])
+    b.struct("gbt_flav___v2", 8, [("pad", i, 0, 0), ("x", i, 32, 0)])
+    obj = parse_object(bpf_objects["synth"])
+    report = checker.check_kernel("synthetic/1/x86_64/1.0", b.to_bytes(), [obj])
+    by = {(f.program, f.target): f for f in report.failures}
+    amb = by[("prog_amb", "gbt_amb.a")]
+    assert amb.status == "refused" and "ambiguity" in amb.detail and amb.guard is None
+    assert ("prog_flav", "gbt_flav.x") not in by  # the kernel-side flavour satisfies it
+    assert by[("prog_dup", "gbt_dup.a")].status == "missing"
+    assert by[("prog_enum", "gbt_big::GBT_TWO")].kind == "enumval_value"
+    groups = checker.group([report])
+    assert checker.has_unguarded(groups)
+    text = checker.format_human([report], [obj])
+    assert "libbpf refuses the relocation: the program will not load" in text
+
+
+def test_unreadable_kernel_is_reported_not_fatal(tmp_path: Path, bpf_objects: dict[str, Path],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "archive"
+    b = Builder()
+    i = b.int("int", 4, signed=True)
+    b.struct("gbt_flav___v2", 8, [("pad", i, 0, 0), ("x", i, 32, 0)])
+    _btfhub_file(root / "test/1/x86_64/1.0.btf.tar.xz", "1.0", b.to_bytes())
+    bad = root / "test/1/x86_64/2.0.btf.tar.xz"
+    bad.write_bytes(b"not xz")
+    rc = main(["check", "--archive", str(root), "--object", str(bpf_objects["synth"]),
+               "--arch", "x86_64", "-j", "1"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "test/1/x86_64/2.0: not checked" in out
+    assert "gobtfgen check: 1 kernels" in out
