@@ -155,6 +155,20 @@ def version_candidates(os_id: str, version_id: str) -> list[str]:
     return out
 
 
+# Distros whose archive folder is VERSION_ID cut to its major number (btfhub's layout:
+# rhel/8, ol/7, centos/7, amzn/2 and amzn/2018 for 2018.03). Every other distro keeps its
+# VERSION_ID whole (ubuntu/20.04, sles/15.3), which rule 3 tries first anyway.
+_MAJOR_ONLY = frozenset({"rhel", "centos", "ol", "amzn", "fedora", "debian", "rocky",
+                         "almalinux"})
+
+
+def archive_version(os_id: str, version_id: str) -> str:
+    """The version folder a kernel of this host belongs in, following btfhub's layout."""
+    if os_id in _MAJOR_ONLY:
+        return version_id.split(".", 1)[0]
+    return version_id
+
+
 def format_key(os_id: str, version: str, arch: str, release: str) -> str:
     return f"{os_id}/{version}/{arch}/{release}"
 
