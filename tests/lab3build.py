@@ -37,6 +37,7 @@ class Build:
     dir: Path  # the built copy of examples/lab3, ./lab3 in it
     archive: Path  # the archive it embedded
     env: dict[str, str]  # the environment it was built in (tool_env)
+    log: str  # what make printed
 
     @property
     def binary(self) -> Path:
@@ -142,15 +143,15 @@ def copy_lab3(dest: Path) -> Path:
     return dest
 
 
-def make_lab3(dest: Path, env: dict[str, str], archive: Path | None) -> Path:
-    """`make` in a fresh copy of examples/lab3; returns the copy (with ./lab3 built)."""
+def make_lab3(dest: Path, env: dict[str, str], archive: Path | None) -> str:
+    """`make` in a fresh copy of examples/lab3 at dest; returns make's output."""
     copy_lab3(dest)
     args = ["make", "--no-print-directory", f"GOBTFGEN={' '.join(gobtfgen_command())}"]
     if archive is not None:
         args.append(f"BTFHUB_ARCHIVE={archive}")
-    run(args, cwd=dest, env=env, timeout=600)
-    assert (dest / "lab3").is_file(), "make finished without building ./lab3"
-    return dest
+    log = run(args, cwd=dest, env=env, timeout=600)
+    assert (dest / "lab3").is_file(), f"make finished without building ./lab3:\n{log}"
+    return log
 
 
 def build(name: str, tmp_path_factory: pytest.TempPathFactory) -> Build:
@@ -174,6 +175,6 @@ def build(name: str, tmp_path_factory: pytest.TempPathFactory) -> Build:
             add_host_kernel(archive, "decoy/1/x86_64/0.0.0-not-this-kernel")
     else:
         raise ValueError(name)
-    _builds[name] = Build(dir=make_lab3(base / f"build-{name}", env, archive), archive=archive,
-                          env=env)
+    dest = base / f"build-{name}"
+    _builds[name] = Build(dir=dest, archive=archive, env=env, log=make_lab3(dest, env, archive))
     return _builds[name]

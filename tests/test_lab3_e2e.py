@@ -103,6 +103,8 @@ def test_embedded_btf_reports_known_process(main_build: lab3build.Build, tracefs
     try:
         stderr = tracer.stderr_until("tracing execve", timeout=60)
         assert f"btf: embedded {lab3build.host_key()}" in stderr, stderr
+        # fentry cannot work without the kernel's own BTF: lab3 says so and goes on.
+        assert any("fentry/security_bprm_check skipped" in line for line in stderr), stderr
 
         # The parent is this test process; the child execs the probe by its full path.
         child = subprocess.Popen([str(probe)])
@@ -140,11 +142,18 @@ def test_embedded_btf_reports_known_process(main_build: lab3build.Build, tracefs
         tracer.kill()
 
 
+def test_generation_warns_about_fentry(main_build: lab3build.Build) -> None:
+    warnings = [line for line in main_build.log.splitlines()
+                if "warning" in line and "fentry/security_bprm_check" in line]
+    assert warnings and all("own BTF" in line for line in warnings), main_build.log
+
+
 def test_native_btf_by_default(main_build: lab3build.Build, tracefs: None) -> None:
     tracer = Tracer(main_build.binary, "-json", "-count", "1", "-timeout", "60s")
     try:
         stderr = tracer.stderr_until("tracing execve", timeout=60)
         assert "btf: kernel" in stderr
+        assert not any("skipped" in line for line in stderr), stderr
         subprocess.run(["true"], check=True)
         assert tracer.proc.wait(timeout=30) == 0, tracer.stderr_lines
     finally:

@@ -11,6 +11,11 @@
 //   raw_tp      sched_process_exec          the exec succeeded: emit pid, ppid, uid, comm, path
 //   tracepoint  syscalls/sys_exit_execve    forgets a failed execve
 //
+// plus fentry/security_bprm_check, the kprobe's job done the modern way. fentry attaches through
+// the running kernel's own BTF, which no embedded BTF can replace: gobtfgen warns about it, and
+// lab3 loads it only on kernels with /sys/kernel/btf/vmlinux, using the kprobe elsewhere (and
+// where the kernel has no kprobes, as some minimal kernels do, fentry is the only way).
+//
 // vmlinux.h is generated at build time (see Makefile); the objects are built by bpf2go.
 
 #include "vmlinux.h"
@@ -127,10 +132,8 @@ int tracepoint_sys_exit_execve(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-SEC("kprobe/security_bprm_check")
-int kprobe_security_bprm_check(void *ctx)
+static __always_inline int record_bprm(struct linux_binprm *bprm)
 {
-	struct linux_binprm *bprm = (struct linux_binprm *)kprobe_arg1(ctx);
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct pending *p;
 
@@ -145,6 +148,18 @@ int kprobe_security_bprm_check(void *ctx)
 	p->uid = BPF_CORE_READ(bprm, cred, uid.val);
 	p->has_uid = 1;
 	return 0;
+}
+
+SEC("kprobe/security_bprm_check")
+int kprobe_security_bprm_check(void *ctx)
+{
+	return record_bprm((struct linux_binprm *)kprobe_arg1(ctx));
+}
+
+SEC("fentry/security_bprm_check")
+int BPF_PROG(fentry_security_bprm_check, struct linux_binprm *bprm)
+{
+	return record_bprm(bprm);
 }
 
 // BPF_PROG reads the arguments as plain u64s: the raw tracepoint context is a fixed UAPI layout

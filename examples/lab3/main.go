@@ -77,21 +77,36 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	// "kernel", "embedded <id>/<version>/<arch>/<release>" or "override <path>".
 	fmt.Fprintf(stderr, "btf: %s\n", found)
 
-	var objs execsnoopObjects
-	err = loadExecsnoopObjects(&objs, &ebpf.CollectionOptions{
-		// nil KernelTypes: cilium/ebpf reads /sys/kernel/btf/vmlinux itself.
-		Programs: ebpf.ProgramOptions{KernelTypes: found.Spec},
-	})
+	spec, err := loadExecsnoop()
 	if err != nil {
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			return fmt.Errorf("load BPF programs: %+v", verr)
-		}
-		return fmt.Errorf("load BPF programs: %w", err)
+		return fmt.Errorf("read BPF objects: %w", err)
+	}
+	// nil KernelTypes (btf: kernel): cilium/ebpf reads /sys/kernel/btf/vmlinux itself.
+	loadOpts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: found.Spec}}
+	var objs coreObjects
+	if err := spec.LoadAndAssign(&objs, loadOpts); err != nil {
+		return fmt.Errorf("load BPF programs: %w", verifierDetail(err))
 	}
 	defer objs.Close()
 
-	links, err := attach(&objs, stderr)
+	// fentry finds its attach target in the running kernel's own BTF, which embedded BTF
+	// cannot stand in for: on kernels without it, the kprobe does the same job.
+	var fentry *ebpf.Program
+	if found.Source == "kernel" {
+		var fobjs fentryObjects
+		loadOpts.MapReplacements = map[string]*ebpf.Map{"pending": objs.Pending}
+		if err := spec.LoadAndAssign(&fobjs, loadOpts); err != nil {
+			fmt.Fprintf(stderr, "lab3: warning: fentry/security_bprm_check unavailable, using the kprobe: %v\n",
+				verifierDetail(err))
+		} else {
+			fentry = fobjs.FentrySecurityBprmCheck
+			defer fentry.Close()
+		}
+	} else {
+		fmt.Fprintln(stderr, "lab3: fentry/security_bprm_check skipped: fentry needs the kernel's own BTF; using the kprobe")
+	}
+
+	links, err := attach(&objs, fentry, stderr)
 	if err != nil {
 		return err
 	}
@@ -157,9 +172,41 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// attach hooks every program. The kprobe only refines the uid (the event falls back to the
-// caller's uid), so a kernel where it cannot attach gets a warning, not a failure.
-func attach(objs *execsnoopObjects, stderr io.Writer) ([]link.Link, error) {
+// coreObjects holds every map and the programs that load with any BTF, the embedded one
+// included: their only use of kernel types is CO-RE relocations.
+type coreObjects struct {
+	execsnoopMaps
+	TracepointSysEnterExecve      *ebpf.Program `ebpf:"tracepoint_sys_enter_execve"`
+	TracepointSysExitExecve       *ebpf.Program `ebpf:"tracepoint_sys_exit_execve"`
+	RawTracepointSchedProcessExec *ebpf.Program `ebpf:"raw_tracepoint_sched_process_exec"`
+	KprobeSecurityBprmCheck       *ebpf.Program `ebpf:"kprobe_security_bprm_check"`
+}
+
+func (o *coreObjects) Close() {
+	for _, p := range []*ebpf.Program{o.TracepointSysEnterExecve, o.TracepointSysExitExecve,
+		o.RawTracepointSchedProcessExec, o.KprobeSecurityBprmCheck} {
+		p.Close()
+	}
+	o.execsnoopMaps.Close()
+}
+
+// fentryObjects needs the running kernel's own BTF.
+type fentryObjects struct {
+	FentrySecurityBprmCheck *ebpf.Program `ebpf:"fentry_security_bprm_check"`
+}
+
+// verifierDetail adds the verifier's log to a load error.
+func verifierDetail(err error) error {
+	var verr *ebpf.VerifierError
+	if errors.As(err, &verr) {
+		return fmt.Errorf("%+v", verr)
+	}
+	return err
+}
+
+// attach hooks every program. security_bprm_check (fentry, else kprobe) only refines the uid
+// (events fall back to the caller's uid), so failing to hook it is a warning, not a failure.
+func attach(objs *coreObjects, fentry *ebpf.Program, stderr io.Writer) ([]link.Link, error) {
 	var links []link.Link
 	fail := func(err error) ([]link.Link, error) {
 		for _, l := range links {
@@ -190,14 +237,20 @@ func attach(objs *execsnoopObjects, stderr io.Writer) ([]link.Link, error) {
 	}
 	links = append(links, l)
 
+	if fentry != nil {
+		l, err := link.AttachTracing(link.TracingOptions{Program: fentry})
+		if err == nil {
+			return append(links, l), nil
+		}
+		fmt.Fprintf(stderr, "lab3: warning: fentry/security_bprm_check not attached, trying the kprobe: %v\n", err)
+	}
 	l, err = link.Kprobe("security_bprm_check", objs.KprobeSecurityBprmCheck, nil)
 	if err != nil {
 		// Kernels built without CONFIG_KPROBES load kprobe programs but cannot attach them.
 		fmt.Fprintf(stderr, "lab3: warning: kprobe security_bprm_check not attached, uid is the caller's: %v\n", err)
-	} else {
-		links = append(links, l)
+		return links, nil
 	}
-	return links, nil
+	return append(links, l), nil
 }
 
 // tracefsHint says how to fix the usual reason tracepoints cannot attach: tracefs not mounted.
