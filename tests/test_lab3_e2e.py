@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -148,16 +149,26 @@ def test_generation_warns_about_fentry(main_build: lab3build.Build) -> None:
     assert warnings and all("own BTF" in line for line in warnings), main_build.log
 
 
-def test_native_btf_by_default(main_build: lab3build.Build, tracefs: None) -> None:
-    tracer = Tracer(main_build.binary, "-json", "-count", "1", "-timeout", "60s")
+def test_native_btf_by_default_and_ctrl_c(main_build: lab3build.Build, tracefs: None) -> None:
+    tracer = Tracer(main_build.binary, "-json")
     try:
         stderr = tracer.stderr_until("tracing execve", timeout=60)
         assert "btf: kernel" in stderr
         assert not any("skipped" in line for line in stderr), stderr
-        subprocess.run(["true"], check=True)
+        tracer.proc.send_signal(signal.SIGINT)
         assert tracer.proc.wait(timeout=30) == 0, tracer.stderr_lines
+        tracer.stderr_until("interrupted", timeout=10)
     finally:
         tracer.kill()
+
+
+def test_timeout(main_build: lab3build.Build, tracefs: None) -> None:
+    start = time.monotonic()
+    proc = subprocess.run([str(main_build.binary), "-json", "-timeout", "1s"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "lab3: timeout after" in proc.stderr
+    assert time.monotonic() - start < 30
 
 
 def test_payload_without_this_kernel_fails_clearly(
