@@ -5,8 +5,8 @@
 
 Names: "fields" (every field relocation kind, bitfields, arrays, anonymous members, flavours),
 "types" (type and enum-value relocations), "matches" (type_matches), "net" (a second object
-sharing types with "fields"), "synth" (targets of the synthetic kernels in the tests),
-"fields_eb" (fields.c compiled big-endian). The sources carry their own struct definitions
+sharing types with "fields"), "synth" (targets of the synthetic kernels in the tests), "tracer" (a typical
+tracer probing enum bpf_func_id), "fields_eb" (fields.c compiled big-endian). The sources carry their own struct definitions
 with preserve_access_index, so nothing depends on the host kernel or vmlinux.h.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 SOURCES = Path(__file__).resolve().parent / "bpf"
-OBJECTS = ("fields", "types", "matches", "net", "synth")
+OBJECTS = ("fields", "types", "matches", "net", "synth", "tracer")
 # Objects whose TYPE_EXISTS relocations are rewritten to TYPE_MATCHES (see matches.c).
 MATCHES_FROM_EXISTS = frozenset({"matches"})
 

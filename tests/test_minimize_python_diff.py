@@ -44,9 +44,9 @@ NO_SAMPLE = pytest.param(None, marks=pytest.mark.skip(
 # duplicate task_struct types, which makes bpftool fail; the other set succeeds everywhere.
 OBJECT_SETS = {
     "all": ("fields", "types", "matches", "net"),
-    "no-types": ("fields", "net", "matches"),
+    "no-types": ("fields", "net", "matches", "tracer"),
 }
-PYTHON_SET = ("fields", "types", "matches", "net", "synth", "fields_eb")
+PYTHON_SET = ("fields", "types", "matches", "net", "synth", "tracer", "fields_eb")
 
 
 @pytest.fixture(scope="module")

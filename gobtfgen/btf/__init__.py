@@ -163,10 +163,10 @@ class BTF:
                  ptr_size: int | None = None) -> None:
         self.header = h = parse_header(data)
         base = h.hdr_len
-        self._strs = bytes(data[base + h.str_off: base + h.str_off + h.str_len])
+        self._strs = bytes(memoryview(data)[base + h.str_off: base + h.str_off + h.str_len])
         if h.str_len and self._strs[0] != 0:
             raise BTFError("BTF string section does not start with NUL")
-        raw = data[base + h.type_off: base + h.type_off + h.type_len]
+        raw = memoryview(data)[base + h.type_off: base + h.type_off + h.type_len]
         if h.little_endian == _NATIVE_LE:
             mv = memoryview(raw)
             self.words: Sequence[int] = (mv if mv.c_contiguous else memoryview(bytes(mv))).cast(
@@ -210,38 +210,43 @@ class BTF:
                 found[start] = ess
         return found
 
-    def _walk(self, wanted: Collection[str]) -> array[int]:
+    def _walk(self, wanted: Collection[str]) -> list[int]:
+        """Word offset of every record (index = type id), collecting wanted names on the way.
+
+        The hot loop of the whole minimizer: a record's length depends only on its info word,
+        and a kernel has a few thousand distinct info words, so the length is memoized per
+        info word (a dict hit is cheaper than the table arithmetic).
+        """
         words = self.words
         n = len(words)
-        offs = array("I", [0])  # id 0 is void and has no record
+        offs = [0]  # id 0 is void and has no record
         ap = offs.append
+        steps: dict[int, int] = {}
         skip = _SKIP
         mul = _MUL
         i = 0
-        if wanted:
-            want = self._wanted_offsets(wanted)
-            self._wanted = {name: [] for name in wanted}
-            hits: list[tuple[int, int]] = []
-            hap = hits.append
-            tid = 0
+        want = self._wanted_offsets(wanted) if wanted else {}
+        hits: list[int] = []
+        hap = hits.append
+        try:
             while i < n:
-                tid += 1
                 ap(i)
                 if words[i] in want:
-                    hap((words[i], tid))
-                info = words[i + 1]
-                hi = info >> 24
-                i += skip[hi] + (info & 0xFFFF) * mul[hi]
-            for name_off, t in hits:
-                self._wanted[want[name_off]].append(t)
-        else:
-            while i < n:
-                ap(i)
-                info = words[i + 1]
-                hi = info >> 24
-                i += skip[hi] + (info & 0xFFFF) * mul[hi]
+                    hap(len(offs) - 1)
+                try:
+                    i += steps[words[i + 1]]
+                except KeyError:
+                    info = words[i + 1]
+                    steps[info] = skip[info >> 24] + (info & 0xFFFF) * mul[info >> 24]
+                    i += steps[info]
+        except IndexError:
+            raise BTFError(f"BTF type section ends inside type {len(offs) - 1}") from None
         if i != n:
             raise BTFError(f"BTF type section ends inside type {len(offs) - 1}")
+        if wanted:
+            self._wanted = {name: [] for name in wanted}
+            for t in hits:
+                self._wanted[want[words[offs[t]]]].append(t)
         return offs
 
     def _check_kinds(self) -> None:
