@@ -12,18 +12,15 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gobtfgen import keys, render
 from gobtfgen.pack import pack
 from tests.gomod import NEWEST_EBPF, find_go, make_module, run_go
-from tests.tinybtf import label, tiny_btf
+from tests.lookup_vectors import VECTORS, blobs, load
 
-HERE = Path(__file__).resolve().parent
-VECTORS = HERE / "vectors" / "lookup.json"
-GOTEST = HERE / "gotest"
+GOTEST = Path(__file__).resolve().parent / "gotest"
 PACKAGE = "btfgen"
 ENV_PREFIX = "GOBTFGENTEST"  # not the default: proves --env-prefix reaches the Go code
 
@@ -32,18 +29,6 @@ pytestmark = [
     pytest.mark.skipif(find_go() is None,
                        reason="go not found: install Go (go.dev) or put it on PATH"),
 ]
-
-
-def load_vectors() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(VECTORS.read_text())
-    return data
-
-
-def vector_blobs(vectors: dict[str, Any]) -> dict[str, dict[str, bytes]]:
-    """{arch: {key: BTF}}: one tiny BTF per key, shared within a same_btf group."""
-    group_of = {k: g[0] for g in vectors["same_btf"] for k in g}
-    return {arch: {k: tiny_btf(label(group_of.get(k, k))) for k in ks}
-            for arch, ks in vectors["payload"].items()}
 
 
 def render_package(dest: Path, *, package: str = PACKAGE, env_prefix: str = ENV_PREFIX) -> None:
@@ -80,16 +65,16 @@ def make_vmlinux_elf(dest: Path) -> None:
 @pytest.fixture(scope="module")
 def module(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("gomod")
-    vectors = load_vectors()
-    blobs = vector_blobs(vectors)
+    vectors = load()
+    arch_blobs = blobs(vectors)
     files: dict[str, str | bytes] = {}
     for arch in render.ARCHES:
-        payload, _ = pack(arch, blobs.get(arch, {}))
+        payload, _ = pack(arch, arch_blobs.get(arch, {}))
         files[render.payload_file(arch)] = payload
     files["testdata/lookup.json"] = VECTORS.read_text()
     files["testdata/blobs.json"] = json.dumps(
-        {k: hashlib.sha256(b).hexdigest() for arch_blobs in blobs.values()
-         for k, b in arch_blobs.items()}, indent=1, sort_keys=True)
+        {k: hashlib.sha256(b).hexdigest() for by_key in arch_blobs.values()
+         for k, b in by_key.items()}, indent=1, sort_keys=True)
     make_module(dest, ebpf_version=NEWEST_EBPF, files=files)
     render_package(dest)
     copy_go_tests(dest)
@@ -133,7 +118,7 @@ def test_go_tests_native_arch(module: Path) -> None:
     assert "--- PASS: TestVectors " in proc.stdout
     assert "--- FAIL" not in proc.stdout
     # Every vector ran through the lookup (subtests are named after vectors).
-    names = {v["name"] for v in load_vectors()["vectors"]}
+    names = {v["name"] for v in load()["vectors"]}
     passed = proc.stdout.count("    --- PASS: TestVectors/")
     assert passed == len(names), f"{passed} vectors passed of {len(names)}"
 
@@ -183,7 +168,7 @@ def _random_cases(n: int) -> list[dict[str, str]]:
         release = "".join(rng.choice(rel_pieces) for _ in range(rng.randint(0, 7)))
         machine = rng.choice(["x86_64", "aarch64", "arm64", "amd64", "s390x", "AARCH64", ""])
         cases.append({"os_release": text, "release": release, "machine": machine})
-    vectors = load_vectors()
+    vectors = load()
     cases += [{"os_release": t, "release": v["release"], "machine": v["machine"]}
               for t in vectors["os_releases"].values() for v in vectors["vectors"][:3]]
     return cases

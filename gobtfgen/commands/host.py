@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gobtfgen import hostinfo, keys, pack
+from gobtfgen import hostinfo, keys, pack, render
 from gobtfgen.errors import InputError
 from gobtfgen.options import add
 
@@ -88,10 +88,14 @@ def run(args: argparse.Namespace) -> int:
     payload_arch = info.arch or ""
     if args.payload:
         found = _payload_entries(args.payload, info.arch)
-        if found is None:
-            entries = {}  # no payload for this arch: the runtime has nothing embedded
-        else:
+        if found is not None:
             payload_arch, entries = found
+        elif info.arch is None:
+            payload_arch, entries = "", {}  # as a build for a GOARCH without payload
+        else:
+            names = ", ".join(str(p) for p in args.payload)
+            raise InputError(f"none of the --payload files holds {info.arch} kernels ({names}); "
+                             f"pass {render.payload_file(info.arch)}")
     elif args.archive:
         entries = _archive_entries(args.archive, info.arch)
 
