@@ -82,13 +82,13 @@ def main() -> int:
                 paths = [objs[n] for n in names]
                 minimizer.parse_objects(paths)  # parsed once per run, as a worker does
 
-                def run_bpftool(paths: list[Path] = paths) -> int:
+                def run_bpftool(paths: list[Path] = paths, raw: Path = raw) -> int:
                     proc = subprocess.run([args.bpftool, "gen", "min_core_btf", str(raw),
                                            str(out), *map(str, paths)], capture_output=True)
                     return proc.returncode
 
                 t_bt, rc = best(run_bpftool, args.repeat)
-                t_py, py_out = best(lambda paths=paths: minimizer.minimize(raw, paths),
+                t_py, py_out = best(lambda paths=paths, raw=raw: minimizer.minimize(raw, paths),
                                     args.repeat)
                 bt_size = out.stat().st_size if rc == 0 else 0
                 if rc != 0:

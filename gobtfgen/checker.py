@@ -27,7 +27,7 @@ from gobtfgen.btf.ext import (
     CoreRelo,
     ParsedObject,
 )
-from gobtfgen.relocs import EXISTENCE_KINDS, ENUMVAL_KINDS, TYPE_KINDS, Outcome, evaluate_object
+from gobtfgen.relocs import EXISTENCE_KINDS, TYPE_KINDS, Outcome, evaluate_object
 from gobtfgen.relocs import wanted_names as _wanted
 
 _LDX, _ST, _STX = 1, 2, 3

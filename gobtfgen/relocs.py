@@ -294,7 +294,7 @@ def types_are_compat(lb: BTF, lid: int, tb: BTF, tid: int, level: int = 32) -> i
             lps, tps = lb.params(lid), tb.params(tid)
             if len(lps) != len(tps):
                 return 0
-            for (_, lp), (_, tp) in zip(lps, tps):
+            for (_, lp), (_, tp) in zip(lps, tps, strict=True):
                 if level <= 0:
                     raise CoreError(errno.EINVAL, "type compatibility check is too deep")
                 r = types_are_compat(lb, skip_mods_and_typedefs(lb, lp), tb,
@@ -411,7 +411,7 @@ def types_match(lb: BTF, lid: int, tb: BTF, tid: int, behind_ptr: bool = False,
             lps, tps = lb.params(lid), tb.params(tid)
             if len(lps) != len(tps):
                 return 0
-            for (_, lp), (_, tp) in zip(lps, tps):
+            for (_, lp), (_, tp) in zip(lps, tps, strict=True):
                 r = types_match(lb, lp, tb, tp, behind_ptr, level - 1)
                 if r <= 0:
                     return r

@@ -5,9 +5,10 @@
 
 Names: "fields" (every field relocation kind, bitfields, arrays, anonymous members, flavours),
 "types" (type and enum-value relocations), "matches" (type_matches), "net" (a second object
-sharing types with "fields"), "synth" (targets of the synthetic kernels in the tests), "tracer" (a typical
-tracer probing enum bpf_func_id), "fields_eb" (fields.c compiled big-endian). The sources carry their own struct definitions
-with preserve_access_index, so nothing depends on the host kernel or vmlinux.h.
+sharing types with "fields"), "synth" (targets of the synthetic kernels in the tests),
+"tracer" (a typical tracer probing enum bpf_func_id), "fields_eb" (fields.c compiled
+big-endian). The sources carry their own struct definitions with preserve_access_index, so
+nothing depends on the host kernel or vmlinux.h.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def rewrite_relo_kind(path: Path, old: int, new: int) -> int:
     with open(path, "rb") as f:
         elf = ELFFile(f)
         sec = elf.get_section_by_name(".BTF.ext")
+        assert sec is not None, f"{path} has no .BTF.ext"
         base = sec["sh_offset"]
         order = "<" if elf.little_endian else ">"
     hdr_len = struct.unpack_from(order + "I", data, base + 4)[0]

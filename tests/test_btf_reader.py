@@ -19,8 +19,8 @@ SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "btfhub-sample"
 def every_kind() -> tuple[Builder, dict[str, int]]:
     b = Builder()
     t: dict[str, int] = {}
-    t["int"] = b.int("int", 4, signed=True)
-    t["char"] = b.int("char", 1, encoding=B.INT_CHAR)
+    t["int"] = b.add_int("int", 4, signed=True)
+    t["char"] = b.add_int("char", 1, encoding=B.INT_CHAR)
     t["ptr"] = b.ptr(t["int"])
     t["arr"] = b.array(t["char"], t["int"], 16)
     t["struct"] = b.struct("s", 24, [("a", t["int"], 0, 0), ("bits", t["int"], 35, 3),
@@ -36,7 +36,7 @@ def every_kind() -> tuple[Builder, dict[str, int]]:
     t["func"] = b.func("f", t["proto"])
     t["var"] = b.var("v", t["int"])
     t["datasec"] = b.datasec(".data", 4, [(t["var"], 0, 4)])
-    t["float"] = b.float("double", 8)
+    t["float"] = b.add_float("double", 8)
     t["decl_tag"] = b.decl_tag("tag", t["struct"], 1)
     t["type_tag"] = b.ref(B.TYPE_TAG, t["int"], "user")
     t["enum64"] = b.enum64("e64", 8, [("BIG", 1 << 40), ("NEG", -2)], signed=True)
@@ -71,7 +71,7 @@ def test_every_kind_round_trips(little_endian: bool, hdr_len: int) -> None:
 
 def test_wanted_names_collected_during_walk() -> None:
     b = Builder()
-    i = b.int("int", 4)
+    i = b.add_int("int", 4)
     s1 = b.struct("task_struct", 4, [("pid", i, 0, 0)])
     s2 = b.struct("task_struct___old", 4, [("pid", i, 0, 0)])
     b.struct("task_structure", 4, [])

@@ -83,7 +83,7 @@ def test_all_satisfied_exits_zero(tmp_path: Path, bpf_objects: dict[str, Path],
 def test_synthetic_kernel_refused_and_missing(tmp_path: Path,
                                               bpf_objects: dict[str, Path]) -> None:
     b = Builder()
-    i = b.int("int", 4, signed=True)
+    i = b.add_int("int", 4, signed=True)
     b.struct("gbt_amb", 4, [("a", i, 0, 0)])
     b.struct("gbt_amb", 8, [("pad", i, 0, 0), ("a", i, 32, 0)])
     b.struct("gbt_flav___v2", 8, [("pad", i, 0, 0), ("x", i, 32, 0)])
@@ -105,7 +105,7 @@ def test_unreadable_kernel_is_reported_not_fatal(tmp_path: Path, bpf_objects: di
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "archive"
     b = Builder()
-    i = b.int("int", 4, signed=True)
+    i = b.add_int("int", 4, signed=True)
     b.struct("gbt_flav___v2", 8, [("pad", i, 0, 0), ("x", i, 32, 0)])
     _btfhub_file(root / "test/1/x86_64/1.0.btf.tar.xz", "1.0", b.to_bytes())
     bad = root / "test/1/x86_64/2.0.btf.tar.xz"

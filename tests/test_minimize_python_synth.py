@@ -26,7 +26,7 @@ pytestmark = pytest.mark.tools
 
 def base() -> tuple[Builder, dict[str, int]]:
     b = Builder()
-    ids = {"int": b.int("int", 4, signed=True), "long": b.int("long", 8, signed=True)}
+    ids = {"int": b.add_int("int", 4, signed=True), "long": b.add_int("long", 8, signed=True)}
     return b, ids
 
 
@@ -42,8 +42,8 @@ def k_flav(b: Builder, t: dict[str, int]) -> None:
 
 def k_bits(b: Builder, t: dict[str, int]) -> None:
     # Old pahole encoding (kind_flag=0): the bit count lives in the member's INT type.
-    lo = b.int("unsigned int", 4, bits=3)
-    mid = b.int("unsigned int", 4, bits=5)
+    lo = b.add_int("unsigned int", 4, bits=3)
+    mid = b.add_int("unsigned int", 4, bits=5)
     b.struct("gbt_bits", 8, [("lo", lo, 0, 0), ("mid", mid, 3, 0), ("after", t["int"], 32, 0)],
              kflag=False)
 

@@ -494,13 +494,13 @@ class Builder(BTFWriter):
         return self.add_record([self.add_str(name), info_word(kind, vlen, kflag),
                                 size_or_type, *tail])
 
-    def int(self, name: str, size: int, *, signed: bool = False, bits: int | None = None,
+    def add_int(self, name: str, size: int, *, signed: bool = False, bits: int | None = None,
             offset: int = 0, encoding: int | None = None) -> int:
         enc = encoding if encoding is not None else (INT_SIGNED if signed else 0)
         nbits = size * 8 if bits is None else bits
         return self._add(name, INT, 0, False, size, [(enc << 24) | (offset << 16) | nbits])
 
-    def float(self, name: str, size: int) -> int:
+    def add_float(self, name: str, size: int) -> int:
         return self._add(name, FLOAT, 0, False, size)
 
     def ptr(self, target: int) -> int:
@@ -579,8 +579,8 @@ def info_word(kind: int, vlen: int, kflag: bool) -> int:
 
 
 __all__ = [
-    "ARRAY", "BTF", "BTFError", "BTFWriter", "Builder", "CONST", "DATASEC", "DECL_TAG", "ENUM", "ENUM64",
-    "FLOAT", "FUNC", "FUNC_PROTO", "FWD", "Header", "INT", "INT_SIGNED", "KIND_NAMES", "MODS",
-    "PTR", "RESTRICT", "STRUCT", "TYPEDEF", "TYPE_TAG", "UNION", "UNKN", "VAR", "VOLATILE",
+    "ARRAY", "BTF", "BTFError", "BTFWriter", "Builder", "CONST", "DATASEC", "DECL_TAG", "ENUM",
+    "ENUM64", "FLOAT", "FUNC", "FUNC_PROTO", "FWD", "Header", "INT", "INT_SIGNED", "KIND_NAMES",
+    "MODS", "PTR", "RESTRICT", "STRUCT", "TYPEDEF", "TYPE_TAG", "UNION", "UNKN", "VAR", "VOLATILE",
     "essential_name", "essential_name_len", "info_word", "parse_header",
 ]

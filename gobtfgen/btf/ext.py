@@ -142,6 +142,7 @@ def read_sections(path: Path) -> _SectionData:
     """(.BTF, .BTF.ext or None, little endian, machine, function symbols, code) of a BPF ELF."""
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
 
     try:
         with open(path, "rb") as f:
@@ -154,7 +155,7 @@ def read_sections(path: Path) -> _SectionData:
             ext_data = ext_sec.data() if ext_sec is not None else None
             funcs: list[tuple[str, int, str]] = []
             symtab = elf.get_section_by_name(".symtab")
-            if symtab is not None:
+            if isinstance(symtab, SymbolTableSection):
                 for sym in symtab.iter_symbols():
                     if sym["st_info"]["type"] != "STT_FUNC":
                         continue
