@@ -4,13 +4,11 @@ builds, and the results are memoized here."""
 
 from __future__ import annotations
 
-import io
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,27 +112,21 @@ def host_key() -> str:
     return keys.format_key(osr.id, version, arch, platform.release())
 
 
-def add_host_kernel(archive: Path, key: str) -> None:
-    """Put /sys/kernel/btf/vmlinux into the archive under key, as btfhub lays it out."""
-    release = key.rsplit("/", 1)[1]
-    dest = archive / f"{key}.btf.tar.xz"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    raw = VMLINUX.read_bytes()
-    info = tarfile.TarInfo(f"{release}.btf")
-    info.size = len(raw)
-    info.mode = 0o644
-    with tarfile.open(dest, "w:xz") as tar:
-        tar.addfile(info, io.BytesIO(raw))
+def add_host_kernel(archive: Path, env: dict[str, str], *extra: str) -> None:
+    """`gobtfgen archive add`: this host's kernel BTF into the archive, under this host's key
+    unless extra flags (--id, --version, --release) say otherwise."""
+    run([*gobtfgen_command(), "archive", "add", str(archive), "--from", str(VMLINUX), *extra],
+        cwd=archive, env=env)
 
 
-def make_archive(root: Path, *, host: bool, sample: bool) -> Path:
+def make_archive(root: Path, env: dict[str, str], *, host: bool, sample: bool) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     if sample and (SAMPLE / "MANIFEST.tsv").is_file():
         for child in SAMPLE.iterdir():
             if child.is_dir():
                 shutil.copytree(child, root / child.name, dirs_exist_ok=True)
     if host:
-        add_host_kernel(root, host_key())
+        add_host_kernel(root, env)
     return root
 
 
@@ -159,6 +151,7 @@ def build(name: str, tmp_path_factory: pytest.TempPathFactory) -> Build:
 
     main     archive = this host's kernel + ../shared/btfhub-sample (when present)
     missing  archive without this host's kernel (the sample, or a decoy kernel)
+    default  no BTFHUB_ARCHIVE: the Makefile makes an archive of this host's kernel
     """
     if name in _builds:
         return _builds[name]
@@ -166,15 +159,20 @@ def build(name: str, tmp_path_factory: pytest.TempPathFactory) -> Build:
     base = tmp_path_factory.getbasetemp() / "lab3"
     base.mkdir(exist_ok=True)
     env = tool_env(base / "cache")
+    dest = base / f"build-{name}"
+    archive: Path | None
     if name == "main":
-        archive = make_archive(base / "archive-main", host=True, sample=True)
+        archive = make_archive(base / "archive-main", env, host=True, sample=True)
     elif name == "missing":
-        archive = make_archive(base / "archive-missing", host=False, sample=True)
+        archive = make_archive(base / "archive-missing", env, host=False, sample=True)
         if not any(archive.glob("*/*/x86_64/*.btf.tar.xz")):
             # No sample: a kernel that cannot be this one (another distro, another release).
-            add_host_kernel(archive, "decoy/1/x86_64/0.0.0-not-this-kernel")
+            add_host_kernel(archive, env, "--id", "decoy", "--version", "1",
+                            "--release", "0.0.0-not-this-kernel")
+    elif name == "default":
+        archive = None
     else:
         raise ValueError(name)
-    dest = base / f"build-{name}"
-    _builds[name] = Build(dir=dest, archive=archive, env=env, log=make_lab3(dest, env, archive))
+    log = make_lab3(dest, env, archive)
+    _builds[name] = Build(dir=dest, archive=archive or dest / ".btfhub-host", env=env, log=log)
     return _builds[name]

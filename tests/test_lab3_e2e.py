@@ -171,6 +171,22 @@ def test_timeout(main_build: lab3build.Build, tracefs: None) -> None:
     assert time.monotonic() - start < 30
 
 
+def test_plain_make_embeds_this_kernel(tmp_path_factory: pytest.TempPathFactory,
+                                      tracefs: None) -> None:
+    """`make` with no BTFHUB_ARCHIVE: an archive of this host's kernel, made on the spot."""
+    build = lab3build.build("default", tmp_path_factory)
+    assert list(build.archive.glob("*/*/*/*.btf.tar.xz")) == \
+        [build.archive / f"{lab3build.host_key()}.btf.tar.xz"]
+    tracer = Tracer(build.binary, "-embedded-btf", "-json")
+    try:
+        stderr = tracer.stderr_until("tracing execve", timeout=60)
+        assert f"btf: embedded {lab3build.host_key()}" in stderr, stderr
+        tracer.proc.send_signal(signal.SIGINT)
+        assert tracer.proc.wait(timeout=30) == 0, tracer.stderr_lines
+    finally:
+        tracer.kill()
+
+
 def test_payload_without_this_kernel_fails_clearly(
         tmp_path_factory: pytest.TempPathFactory, tracefs: None) -> None:
     build = lab3build.build("missing", tmp_path_factory)
