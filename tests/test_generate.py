@@ -48,13 +48,63 @@ def snapshot(directory: Path) -> dict[str, tuple[int, int, bytes]]:
             for p in sorted(directory.iterdir())}
 
 
+READBACK_TEST = """package btfgen
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Writes every embedded kernel's BTF, as the generated code reads it back, to $READBACK_DIR.
+func TestReadback(t *testing.T) {
+	keys, err := BTFGenKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) == 0 {
+		t.Fatal("no keys")
+	}
+	for _, key := range keys {
+		raw, err := BTFGenRaw(key)
+		if err != nil {
+			t.Fatal(key, err)
+		}
+		name := filepath.Join(os.Getenv("READBACK_DIR"), strings.ReplaceAll(key, "/", "_"))
+		if err := os.WriteFile(name, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+"""
+
+
+def go_readback(out: Path, dest: Path, goarch: str) -> dict[str, bytes]:
+    """Every kernel's BTF read back through the generated Go code (GOARCH goarch)."""
+    from tests.gomod import make_module, run_go
+
+    if not (out / "go.mod").exists():
+        make_module(out, files={"readback_test.go": READBACK_TEST})
+    dest.mkdir()
+    env = {"READBACK_DIR": str(dest), "GOARCH": goarch}
+    args = ["test", "-count=1", "-run", "TestReadback", "."]
+    if goarch == "arm64":
+        args[1:1] = ["-exec", "qemu-aarch64"]
+    run_go(args, cwd=out, env=env)
+    return {p.name: p.read_bytes() for p in dest.iterdir()}
+
+
 def test_every_sample_kernel_matches_bpftool(tmp_path: Path, sample_archive: Path,
                                              probe_objects: dict[str, Path], bpftool: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.gomod import find_go
+
     out = tmp_path / "out"
     obj = probe_objects["base"]
     assert generate("--archive", sample_archive, "--object", obj, "--output-dir", out,
-                    "--cache-dir", tmp_path / "cache", "--bpftool", bpftool) == 0
+                    "--cache-dir", tmp_path / "cache", "--bpftool", bpftool,
+                    "--pkg", "btfgen") == 0
     err = capsys.readouterr().err
     kernels, _ = scan_archive(sample_archive, ["x86_64", "arm64"])
     assert f"{len(kernels)} kernels: {len(kernels)} minimized" in err
@@ -71,6 +121,17 @@ def test_every_sample_kernel_matches_bpftool(tmp_path: Path, sample_archive: Pat
         subprocess.run([bpftool, "gen", "min_core_btf", str(raw), str(tmp_path / "min.btf"),
                         str(obj)], check=True, capture_output=True)
         assert payloads[kernel.key] == (tmp_path / "min.btf").read_bytes(), kernel.key
+    # And the generated Go code reads back exactly those bytes, for each arch on its GOARCH.
+    if find_go() is None:
+        pytest.skip("go not found: install Go to check the Go side reads back bpftool's bytes")
+    goarches = ["amd64"] + (["arm64"] if shutil.which("qemu-aarch64") else [])
+    readback: dict[str, bytes] = {}
+    for goarch in goarches:
+        readback.update(go_readback(out, tmp_path / f"readback-{goarch}", goarch))
+    want = {k.key.replace("/", "_"): payloads[k.key] for k in kernels
+            if k.arch in [{"amd64": "x86_64", "arm64": "arm64"}[g] for g in goarches]}
+    assert readback == want
+    assert len(readback) == len(kernels) or "arm64" not in goarches
     manifest = (out / "btfgen_manifest.json").read_text()
     assert '"generator": "gobtfgen"' in manifest and '"status": "embedded"' in manifest
 
