@@ -246,7 +246,8 @@ def test_bad_objects(tmp_path: Path, sample_archive: Path, probe_objects: dict[s
 def test_ctrl_c_leaves_outputs_as_they_were(tmp_path: Path, sample_archive: Path,
                                             probe_objects: dict[str, Path], bpftool: str) -> None:
     out, cache = tmp_path / "out", tmp_path / "cache"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     base = [sys.executable, "-m", "gobtfgen", "generate", "--archive", str(sample_archive),
             "--output-dir", str(out), "--cache-dir", str(cache), "--include", "debian"]
     subprocess.run([*base, "--object", str(probe_objects["base"]), "--bpftool", bpftool],
