@@ -139,6 +139,41 @@ class Spec:
         return Spec(self.btf, self.root_type_id, self.relo_kind, list(self.raw_spec),
                     list(self.spec), self.bit_offset)
 
+    def format(self) -> str:
+        """bpf_core_format_spec, byte for byte (libbpf's debug log prints it)."""
+        btf = self.btf
+        tid = self.root_type_id
+        name = btf.name(tid) if tid < len(btf) else ""
+        out = (f"<{RELO_KIND_NAMES.get(self.relo_kind, 'unknown')}> [{tid}] "
+               f"{B.KIND_NAMES.get(btf.kind(tid), 'unknown').lower()} {name or '<anon>'}")
+        if self.relo_kind in TYPE_KINDS:
+            return out
+        if self.relo_kind in ENUMVAL_KINDS:
+            t = skip_mods_and_typedefs(btf, tid)
+            values = btf.enum_values(t)
+            # A non-matching candidate's raw_spec is empty and libbpf's zeroed array makes it
+            # print the first enumerator.
+            idx = self.raw_spec[0] if self.raw_spec else 0
+            if idx >= len(values):
+                return out + "::?"
+            name_off, val = values[idx]
+            if btf.kind(t) == B.ENUM:
+                val &= 0xFFFFFFFF
+                if btf.kflag(t) and val & 0x80000000:
+                    val -= 1 << 32
+            elif btf.kflag(t) and val & (1 << 63):
+                val -= 1 << 64
+            return out + f"::{btf.str_at(name_off)} = {val}"
+        for i, acc in enumerate(self.spec):
+            if acc.name:
+                out += "." + acc.name
+            elif i > 0 or acc.idx > 0:
+                out += f"[{acc.idx}]"
+        out += " (" + ":".join(str(x) for x in self.raw_spec)
+        if self.bit_offset % 8:
+            return out + f" @ offset {self.bit_offset // 8}.{self.bit_offset % 8})"
+        return out + f" @ offset {self.bit_offset // 8})"
+
     def describe(self) -> str:
         """bpf_core_format_spec's C view of the access: `task_struct.mm.arg_start`."""
         btf = self.btf
@@ -692,8 +727,13 @@ def find_candidates(lb: BTF, local_id: int, tb: BTF) -> list[int]:
     return [t for t in tb.by_essential_name(ess) if kind_core_compat(tb.kind(t), lk)]
 
 
-def calc_relo_insn(relo: CoreRelo, lb: BTF, cands: list[int] | None, tb: BTF) -> Outcome:
-    """bpf_core_calc_relo_insn; `cands` is narrowed in place as libbpf narrows its cache."""
+def calc_relo_insn(relo: CoreRelo, lb: BTF, cands: list[int] | None, tb: BTF,
+                   trace: list[tuple[int, bool, str]] | None = None) -> Outcome:
+    """bpf_core_calc_relo_insn; `cands` is narrowed in place as libbpf narrows its cache.
+
+    `trace` receives (candidate index, matched, formatted candidate spec) per candidate, the
+    lines libbpf's debug log prints, for differential tests against libbpf itself.
+    """
     if not 0 < relo.type_id < len(lb):
         return Outcome(relo=relo, local=None, result=None, matches=(),
                        error=f"parse: local type {relo.type_id} does not exist")
@@ -713,12 +753,14 @@ def calc_relo_insn(relo: CoreRelo, lb: BTF, cands: list[int] | None, tb: BTF) ->
     matches: list[Spec] = []
     targ_res: RelocResult | None = None
     kept: list[int] = []
-    for cand in cands:
+    for i, cand in enumerate(cands):
         try:
             found, cspec = spec_match(local, tb, cand)
         except CoreError as exc:
             return Outcome(relo=relo, local=local, result=None, matches=tuple(matches),
                            error=f"match: candidate [{cand}]: {exc}")
+        if trace is not None:
+            trace.append((i, bool(found), cspec.format()))
         if not found:
             continue
         matches.append(cspec)
@@ -764,8 +806,13 @@ def wanted_names(objects: Iterable[ParsedObject]) -> set[str]:
     return out
 
 
-def evaluate_object(obj: ParsedObject, tb: BTF) -> Iterator[Outcome]:
-    """Every relocation of one object against one target, with libbpf's per-object cache."""
+def evaluate_object(obj: ParsedObject, tb: BTF,
+                    traces: dict[tuple[str, int], list[tuple[int, bool, str]]] | None = None
+                    ) -> Iterator[Outcome]:
+    """Every relocation of one object against one target, with libbpf's per-object cache.
+
+    `traces`, when given, collects calc_relo_insn's per-candidate trace by (section, index).
+    """
     cache: dict[int, list[int]] = {}
     lb = obj.btf
     for relo in obj.relos:
@@ -775,7 +822,10 @@ def evaluate_object(obj: ParsedObject, tb: BTF) -> Iterator[Outcome]:
             if cands is None:
                 cands = find_candidates(lb, relo.type_id, tb)
                 cache[relo.type_id] = cands
-        yield calc_relo_insn(relo, lb, cands, tb)
+        trace: list[tuple[int, bool, str]] | None = None
+        if traces is not None:
+            trace = traces.setdefault((relo.section, relo.index), [])
+        yield calc_relo_insn(relo, lb, cands, tb, trace)
 
 
 def evaluate(objects: Sequence[ParsedObject], tb: BTF) -> list[list[Outcome]]:
