@@ -79,6 +79,8 @@ def tool_env(cache: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["GOBTFGEN_CACHE_DIR"] = str(cache)
     env.pop("BTFHUB_ARCHIVE", None)
+    # A go line newer than this toolchain fails clearly instead of downloading another one.
+    env["GOTOOLCHAIN"] = "local"
     if not shutil.which("go") and Path("/usr/local/go/bin/go").exists():
         env["PATH"] = f"/usr/local/go/bin{os.pathsep}{env.get('PATH', '')}"
     return env
