@@ -148,7 +148,7 @@ def main() -> int:
             bases = [tiny_btf(f"bench{i}", padding=700) for i in range(8)]
             print(f"blobs: synthetic, {len(bases[0])} bytes (clang or bpftool missing)")
         failed = False
-        rows = []
+        rows: list[tuple[int, str, float, int, int, str]] = []
         for n in (int(s) for s in args.sizes.split(",")):
             for name, (ns, b, allocs) in sorted(run_size(n, arch, bases, args, tmp).items()):
                 if name == "Native" and any(r[1] == "Native" for r in rows):
