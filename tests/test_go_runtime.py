@@ -17,7 +17,7 @@ import pytest
 
 from gobtfgen import keys, render
 from gobtfgen.pack import pack
-from tests.gomod import NEWEST_EBPF, find_go, make_module, run_go
+from tests.gomod import NEWEST_EBPF, OLDEST_EBPF, find_go, make_module, run_go
 from tests.lookup_vectors import VECTORS, blobs, load
 
 GOTEST = Path(__file__).resolve().parent / "gotest"
@@ -62,9 +62,7 @@ def make_vmlinux_elf(dest: Path) -> None:
     raw.unlink()
 
 
-@pytest.fixture(scope="module")
-def module(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("gomod")
+def build_module(dest: Path, ebpf_version: str) -> Path:
     vectors = load()
     arch_blobs = blobs(vectors)
     files: dict[str, str | bytes] = {}
@@ -75,11 +73,16 @@ def module(tmp_path_factory: pytest.TempPathFactory) -> Path:
     files["testdata/blobs.json"] = json.dumps(
         {k: hashlib.sha256(b).hexdigest() for by_key in arch_blobs.values()
          for k, b in by_key.items()}, indent=1, sort_keys=True)
-    make_module(dest, ebpf_version=NEWEST_EBPF, files=files)
+    make_module(dest, ebpf_version=ebpf_version, files=files)
     render_package(dest)
     copy_go_tests(dest)
     make_vmlinux_elf(dest / "testdata")
     return dest
+
+
+@pytest.fixture(scope="module")
+def module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_module(tmp_path_factory.mktemp("gomod"), NEWEST_EBPF)
 
 
 def test_generated_code_is_gofmt_clean_and_deterministic(module: Path) -> None:
@@ -121,6 +124,15 @@ def test_go_tests_native_arch(module: Path) -> None:
     names = {v["name"] for v in load()["vectors"]}
     passed = proc.stdout.count("    --- PASS: TestVectors/")
     assert passed == len(names), f"{passed} vectors passed of {len(names)}"
+
+
+def test_go_tests_oldest_ebpf(tmp_path: Path) -> None:
+    """The generated code uses only btf.LoadSpecFromReader and *btf.Spec, so the oldest
+    cilium/ebpf we support runs the same tests."""
+    mod = build_module(tmp_path, OLDEST_EBPF)
+    run_go(["vet", "./..."], cwd=mod)
+    proc = run_go(["test", "-count=1", "./..."], cwd=mod)
+    assert proc.stdout.startswith("ok"), proc.stdout
 
 
 @pytest.mark.skipif(shutil.which("qemu-aarch64") is None,
