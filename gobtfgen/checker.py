@@ -168,9 +168,16 @@ def _guard_for(obj: ParsedObject, out: Outcome, guards: dict[tuple[str, str], li
 
 def check_kernel(kernel: str, raw: bytes, objects: Sequence[ParsedObject]) -> KernelReport:
     try:
-        tb = BTF(raw, wanted=_wanted(objects))
+        return _check_kernel(kernel, raw, objects)
     except BTFError as exc:
         return KernelReport(kernel=kernel, error=f"kernel BTF: {exc}")
+    except IndexError:
+        return KernelReport(kernel=kernel,
+                            error="kernel BTF: a type refers to a type id past the end")
+
+
+def _check_kernel(kernel: str, raw: bytes, objects: Sequence[ParsedObject]) -> KernelReport:
+    tb = BTF(raw, wanted=_wanted(objects))
     failures: list[Failure] = []
     for obj in objects:
         outs = list(evaluate_object(obj, tb))

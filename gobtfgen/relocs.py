@@ -460,32 +460,40 @@ def types_match(lb: BTF, lid: int, tb: BTF, tid: int, behind_ptr: bool = False,
 
 def _match_member(lb: BTF, local_acc: Accessor, tb: BTF, tid: int,
                   spec: Spec) -> tuple[int, int]:
-    """bpf_core_match_member: (found, next target type id)."""
+    """bpf_core_match_member: (found, next target type id).
+
+    libbpf pushes every member speculatively and pops it when it is not the one; for a named
+    member that does not match, push and pop cancel out, so only anonymous members (searched
+    recursively) and the matching one touch the spec here. That keeps libbpf's exact spec
+    state, including its quirk: a same-named but incompatible member inside an anonymous one
+    returns without popping its own entry, and the caller then pops one entry, not its own.
+    """
     tid = skip_mods_and_typedefs(tb, tid)
     if not is_composite(tb.kind(tid)):
         return 0, 0
     l_name_off, l_type, _ = lb.member(local_acc.type_id, local_acc.idx)
     local_name = lb.str_at(l_name_off)
-    kflag = tb.kflag(tid)
-    for i, (t_name_off, t_type, raw_off) in enumerate(tb.members(tid)):
-        bit_offset = raw_off & 0xFFFFFF if kflag else raw_off
-        if len(spec.raw_spec) == SPEC_MAX_LEN:
-            raise CoreError(errno.E2BIG, "struct nesting is too deep")
-        spec.bit_offset += bit_offset
-        spec.raw_spec.append(i)
-        targ_name = tb.str_at(t_name_off)
+    members = tb.named_members(tid)
+    if members and len(spec.raw_spec) == SPEC_MAX_LEN:
+        raise CoreError(errno.E2BIG, "struct nesting is too deep")
+    raw = spec.raw_spec
+    for i, (targ_name, t_type, bit_offset) in enumerate(members):
         if not targ_name:
+            spec.bit_offset += bit_offset
+            raw.append(i)
             found, nxt = _match_member(lb, local_acc, tb, t_type, spec)
             if found:
                 return found, nxt
+            spec.bit_offset -= bit_offset
+            raw.pop()
         elif targ_name == local_name:
+            spec.bit_offset += bit_offset
+            raw.append(i)
             spec.spec.append(Accessor(tid, i, targ_name))
             if fields_are_compat(lb, l_type, tb, t_type):
                 return 1, t_type
             spec.spec.pop()
             return 0, t_type
-        spec.bit_offset -= bit_offset
-        spec.raw_spec.pop()
     return 0, 0
 
 
@@ -693,6 +701,7 @@ class Outcome:
     result: RelocResult | None  # None when libbpf refuses the relocation (see error)
     error: str | None
     matches: tuple[Spec, ...]  # every candidate spec that matched, in candidate order
+    candidates: tuple[int, ...] = ()  # the candidate list it was resolved against
 
     @property
     def target(self) -> Spec | None:
@@ -758,7 +767,7 @@ def calc_relo_insn(relo: CoreRelo, lb: BTF, cands: list[int] | None, tb: BTF,
             found, cspec = spec_match(local, tb, cand)
         except CoreError as exc:
             return Outcome(relo=relo, local=local, result=None, matches=tuple(matches),
-                           error=f"match: candidate [{cand}]: {exc}")
+                           candidates=tuple(cands), error=f"match: candidate [{cand}]: {exc}")
         if trace is not None:
             trace.append((i, bool(found), cspec.format()))
         if not found:
@@ -768,20 +777,23 @@ def calc_relo_insn(relo: CoreRelo, lb: BTF, cands: list[int] | None, tb: BTF,
             res = calc_relo(relo.kind, local, cspec)
         except CoreError as exc:
             return Outcome(relo=relo, local=local, result=None, matches=tuple(matches),
-                           error=f"calc: {cspec.describe()}: {exc}")
+                           candidates=tuple(cands), error=f"calc: {cspec.describe()}: {exc}")
         if targ_res is None:
             targ_res = res
         elif cspec.bit_offset != matches[0].bit_offset:
             return Outcome(relo=relo, local=local, result=None, matches=tuple(matches),
+                           candidates=tuple(cands),
                            error=f"ambiguity: field offset {cspec.bit_offset} != "
                                  f"{matches[0].bit_offset} ({cspec.describe()} [{cand}] vs "
                                  f"[{matches[0].root_type_id}])")
         elif res.poison != targ_res.poison or res.new_val != targ_res.new_val:
             return Outcome(relo=relo, local=local, result=None, matches=tuple(matches),
+                           candidates=tuple(cands),
                            error=f"ambiguity: relocation decision {res.new_val} != "
                                  f"{targ_res.new_val} ({cspec.describe()} [{cand}] vs "
                                  f"[{matches[0].root_type_id}])")
         kept.append(cand)
+    considered = tuple(cands)
     if kept:
         cands[:] = kept
     if targ_res is None:
@@ -790,19 +802,15 @@ def calc_relo_insn(relo: CoreRelo, lb: BTF, cands: list[int] | None, tb: BTF,
         except CoreError as exc:
             return Outcome(relo=relo, local=local, result=None, matches=(),
                            error=f"calc: {local.describe()}: {exc}")
-    return Outcome(relo=relo, local=local, result=targ_res, error=None, matches=tuple(matches))
+    return Outcome(relo=relo, local=local, result=targ_res, error=None, matches=tuple(matches),
+                   candidates=considered)
 
 
-def wanted_names(objects: Iterable[ParsedObject]) -> set[str]:
+def wanted_names(objects: Iterable[ParsedObject]) -> frozenset[str]:
     """Essential names a kernel index must collect candidates for."""
-    out: set[str] = set()
+    out: frozenset[str] = frozenset()
     for obj in objects:
-        for relo in obj.relos:
-            if relo.kind == TYPE_ID_LOCAL or relo.type_id >= len(obj.btf):
-                continue
-            name = essential_name(obj.btf.name(relo.type_id))
-            if name:
-                out.add(name)
+        out |= obj.core_names
     return out
 
 

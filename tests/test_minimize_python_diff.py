@@ -84,6 +84,7 @@ def test_kernel(rel: str, tmp_path: Path, bpf_objects: dict[str, Path],
 
     objs = [parsed[n] for n in PYTHON_SET]
     minimized = minimize_btf(raw, objs, compat=False)
+    assert minimize_btf(raw, objs, compat=False, verify=True) == minimized
     assert results(minimized, objs) == results(raw, objs)
     py_all = minimize_btf(raw, [parsed[n] for n in OBJECT_SETS["all"]], compat=False)
     if "all" in bpftool_sizes:

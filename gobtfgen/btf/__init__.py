@@ -10,6 +10,7 @@ somebody asks for a name that was not announced.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 import sys
@@ -95,6 +96,13 @@ def _trie_regex(words: Sequence[bytes]) -> bytes:
     return body + b"?" if empty and alts else body
 
 
+@functools.lru_cache(maxsize=64)
+def _names_pattern(names: tuple[str, ...]) -> re.Pattern[bytes]:
+    """The NUL-anchored trie regex of sorted names (built once per object set)."""
+    return re.compile(rb"\0(" + _trie_regex([n.encode() for n in names])
+                      + rb")(?=\0|___[^_\0])")
+
+
 class BTFError(ValueError):
     """The blob is not valid BTF (the message says where)."""
 
@@ -178,6 +186,8 @@ class BTF:
             arr.byteswap()
             self.words = arr
         self._names: dict[str, list[int]] | None = None
+        self._str_cache: dict[int, str] = {}
+        self._members_cache: dict[int, list[tuple[str, int, int]]] = {}
         self._wanted: dict[str, list[int]] = {}
         if wanted:
             # ptr_size looks up `long` and its aliases: collect them in the same walk.
@@ -199,9 +209,7 @@ class BTF:
             return {}
         strs = self._strs
         found: dict[int, str] = {}
-        pattern = re.compile(rb"\0(" + _trie_regex([n.encode() for n in names])
-                             + rb")(?=\0|___[^_\0])")
-        for m in pattern.finditer(strs):
+        for m in _names_pattern(tuple(names)).finditer(strs):
             start = m.start() + 1
             end = strs.find(b"\0", start)
             full = strs[start:end if end >= 0 else len(strs)].decode("utf-8", "replace")
@@ -278,40 +286,47 @@ class BTF:
     def str_at(self, off: int) -> str:
         if off == 0:
             return ""
+        hit = self._str_cache.get(off)
+        if hit is not None:
+            return hit
         strs = self._strs
         if off >= len(strs):
             raise BTFError(f"BTF string offset {off} is past the string section")
         end = strs.find(b"\0", off)
         if end < 0:
             end = len(strs)
-        return strs[off:end].decode("utf-8", "replace")
+        text = self._str_cache[off] = strs[off:end].decode("utf-8", "replace")
+        return text
 
     def _off(self, tid: int) -> int:
         if tid <= 0 or tid >= len(self.offsets):
             raise BTFError(f"BTF type id {tid} is out of range")
         return self.offsets[tid]
 
+    # The accessors below index `offsets` directly (an id past the end raises IndexError):
+    # they are the minimizer's innermost calls. Ids come from u32 words, never negative.
+
     def info(self, tid: int) -> int:
-        return 0 if tid == 0 else self.words[self._off(tid) + 1]
+        return 0 if tid == 0 else self.words[self.offsets[tid] + 1]
 
     def kind(self, tid: int) -> int:
-        return 0 if tid == 0 else (self.words[self._off(tid) + 1] >> 24) & 0x1F
+        return 0 if tid == 0 else (self.words[self.offsets[tid] + 1] >> 24) & 0x1F
 
     def kflag(self, tid: int) -> bool:
-        return tid != 0 and bool(self.words[self._off(tid) + 1] >> 31)
+        return tid != 0 and bool(self.words[self.offsets[tid] + 1] >> 31)
 
     def vlen(self, tid: int) -> int:
-        return 0 if tid == 0 else self.words[self._off(tid) + 1] & 0xFFFF
+        return 0 if tid == 0 else self.words[self.offsets[tid] + 1] & 0xFFFF
 
     def name_off(self, tid: int) -> int:
-        return 0 if tid == 0 else self.words[self._off(tid)]
+        return 0 if tid == 0 else self.words[self.offsets[tid]]
 
     def name(self, tid: int) -> str:
         return self.str_at(self.name_off(tid))
 
     def size(self, tid: int) -> int:
         """size_or_type: the byte size for INT/STRUCT/UNION/ENUM/DATASEC/FLOAT."""
-        return 0 if tid == 0 else self.words[self._off(tid) + 2]
+        return 0 if tid == 0 else self.words[self.offsets[tid] + 2]
 
     ref = size  # size_or_type read as a type id (PTR, TYPEDEF, modifiers, FUNC, VAR, tags)
 
@@ -349,6 +364,16 @@ class BTF:
         vlen = w[o + 1] & 0xFFFF
         o += 3
         return [(w[o + 3 * i], w[o + 3 * i + 1], w[o + 3 * i + 2]) for i in range(vlen)]
+
+    def named_members(self, tid: int) -> list[tuple[str, int, int]]:
+        """STRUCT/UNION members as (name, type, bit offset), decoded once per type."""
+        hit = self._members_cache.get(tid)
+        if hit is None:
+            kflag = self.kflag(tid)
+            hit = [(self.str_at(n), t, raw & 0xFFFFFF if kflag else raw)
+                   for n, t, raw in self.members(tid)]
+            self._members_cache[tid] = hit
+        return hit
 
     def member(self, tid: int, idx: int) -> tuple[int, int, int]:
         o = self._off(tid) + 3 + 3 * idx

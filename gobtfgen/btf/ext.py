@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gobtfgen.btf import BTF, BTFError
+from gobtfgen.btf import BTF, BTFError, essential_name
 
 EXT_MAGIC = 0xEB9F
 
@@ -117,6 +117,8 @@ class ParsedObject:
     has_btf_ext: bool
     symbols: tuple[tuple[str, int, str], ...] = field(default=())  # (section, value, function)
     code: dict[str, bytes] = field(default_factory=dict)  # executable sections' bytes
+    # Essential names of the local types the relocations search candidates for.
+    core_names: frozenset[str] = frozenset()
 
     def insn_class(self, section: str, insn_off: int) -> int | None:
         """BPF_CLASS of the instruction a relocation patches (BPF_LDX=1, BPF_ST=2, BPF_STX=3)."""
@@ -178,9 +180,15 @@ def parse_object(path: Path) -> ParsedObject:
     except BTFError as exc:
         raise ObjectError(f"{path}: .BTF: {exc}") from None
     relos = parse_core_relos(ext_data, btf) if ext_data is not None else []
+    names = set()
+    for relo in relos:
+        if relo.kind != TYPE_ID_LOCAL and 0 < relo.type_id < len(btf):
+            name = essential_name(btf.name(relo.type_id))
+            if name:
+                names.add(name)
     return ParsedObject(path=path, btf=btf, relos=tuple(relos), little_endian=le,
                         machine=machine, has_btf_ext=ext_data is not None,
-                        symbols=tuple(funcs), code=code)
+                        symbols=tuple(funcs), code=code, core_names=frozenset(names))
 
 
 class ObjectCache:
