@@ -66,6 +66,12 @@ def k_enum(b: Builder, t: dict[str, int]) -> None:
            + [("GBT_ONE", 1), ("GBT_TWO", 2)])
 
 
+def k_handle(b: Builder, t: dict[str, int]) -> None:
+    obj = b.struct("gbt_obj", 4, [("x", t["int"], 0, 0)])
+    handle = b.typedef("gbt_handle", b.ptr(obj))
+    b.struct("gbt_holder", 8, [("h", handle, 0, 0)])
+
+
 def kernel(*parts: Callable[[Builder, dict[str, int]], None], little_endian: bool = True,
            hdr_len: int = 24) -> bytes:
     b, t = base()
@@ -184,3 +190,18 @@ def test_header_and_byte_order_variants(tmp_path: Path, bpf_objects: dict[str, P
     assert minimize_btf(blob, parsed, compat=True) == minimize_btf(ref, parsed, compat=True)
     assert minimize_btf(blob, parsed, compat=False) == minimize_btf(ref, parsed, compat=False)
     assert results(blob, obj) == results(ref, obj)
+
+
+def test_pointer_target_kept_for_type_relocations(tmp_path: Path,
+                                                  bpf_objects: dict[str, Path]) -> None:
+    obj = bpf_objects["synth"]
+    blob = kernel(k_handle)
+    out = run_all(tmp_path, blob, obj)
+    assert out["compat"] == out["bpftool"] is not None
+    assert isinstance(out["bpftool"], bytes) and isinstance(out["python"], bytes)
+    full = section(results(blob, obj), "kprobe/gbt_handle")
+    assert full[-1][:3] == ("ok", False, 0)  # void * vs struct gbt_obj *: incompatible
+    # bpftool kept the typedef for the field read but turned its pointer into `void *`.
+    assert section(results(out["bpftool"], obj), "kprobe/gbt_handle")[-1][:3] == ("ok", False, 1)
+    assert section(results(out["python"], obj), "kprobe/gbt_handle") == full
+    assert BTF(out["python"]).find_named("gbt_obj")

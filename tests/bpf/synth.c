@@ -74,3 +74,20 @@ int prog_enum(void *ctx)
 {
 	return bpf_core_enum_value(enum gbt_big, GBT_TWO);
 }
+
+/* The kernel's gbt_handle points to a struct; ours is `void *`, so bpf_core_type_exists says 0.
+ * A field read through gbt_holder keeps the kernel typedef, but not what it points to: in
+ * bpftool's output the pointer becomes `void *` and the type check flips to 1. */
+typedef void *gbt_handle;
+
+struct gbt_holder {
+	gbt_handle h;
+} PAI;
+
+SEC("kprobe/gbt_handle")
+int prog_handle(struct gbt_holder *holder)
+{
+	u64 v = (u64)BPF_CORE_READ(holder, h);
+
+	return v + bpf_core_type_exists(gbt_handle);
+}
