@@ -27,7 +27,16 @@ VMLINUX = Path("/sys/kernel/btf/vmlinux")
 GENERATED = ("lab3", "vmlinux.h", "vmlinux.h.tmp", "execsnoop_*_bpfel.o", "execsnoop_*_bpfel.go",
              "btfgen*.go", "btfgen_*.payload", "btfgen_manifest.json", "btfgen_kernels.txt",
              "Makefile.btfgen", ".btfhub-host")
+# btfhub arch -> bpf2go's name for it in object file names.
+BPF2GO_ARCH = {"x86_64": "x86", "arm64": "arm64"}
 
+
+def host_arch() -> str:
+    """This machine's btfhub arch (x86_64, arm64); the tests skip on any other."""
+    arch = keys.btfhub_arch(platform.machine())
+    if arch not in BPF2GO_ARCH:
+        pytest.skip(f"lab3 targets x86_64 and arm64; this machine is {platform.machine()}")
+    return arch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,16 +51,19 @@ class Build:
         return self.dir / "lab3"
 
     @property
-    def x86_object(self) -> Path:
-        return self.dir / "execsnoop_x86_bpfel.o"
+    def host_object(self) -> Path:
+        """The BPF object for this machine's arch."""
+        return self.dir / f"execsnoop_{BPF2GO_ARCH[host_arch()]}_bpfel.o"
 
 
 _builds: dict[str, Build] = {}
 
 
 def need_tool(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists()
-                                  else None)
+    path = shutil.which(name)
+    for fallback in (f"/usr/sbin/{name}", f"/usr/local/go/bin/{name}"):
+        if not path and Path(fallback).is_file():
+            path = fallback
     if not path:
         pytest.skip(f"{name} is not installed; lab3 needs clang, bpftool, go and make "
                     "(scripts/setup installs them)")
@@ -62,8 +74,7 @@ def require_lab3_tools() -> None:
     """Skip unless this machine can build lab3 and load its programs into the kernel."""
     if os.geteuid() != 0:
         pytest.skip("lab3 tests load BPF programs into the kernel: run them as root")
-    if platform.machine() != "x86_64":
-        pytest.skip(f"lab3 tests compare x86_64 kernels; this machine is {platform.machine()}")
+    host_arch()
     if not VMLINUX.is_file():
         pytest.skip(f"{VMLINUX} is absent: lab3's vmlinux.h and this host's archive entry come "
                     "from it")
@@ -109,9 +120,8 @@ def host_key() -> str:
         pytest.skip("no /etc/os-release: cannot name this host's kernel in an archive")
     # btfhub cuts VERSION_ID to the major number, except for SLES.
     version = osr.version_id if osr.id == "sles" else osr.version_id.split(".", 1)[0]
-    arch = keys.btfhub_arch(platform.machine())
-    assert arch and osr.id and version
-    return keys.format_key(osr.id, version, arch, platform.release())
+    assert osr.id and version
+    return keys.format_key(osr.id, version, host_arch(), platform.release())
 
 
 def add_host_kernel(archive: Path, env: dict[str, str], *extra: str) -> None:
@@ -167,7 +177,7 @@ def build(name: str, tmp_path_factory: pytest.TempPathFactory) -> Build:
         archive = make_archive(base / "archive-main", env, host=True, sample=True)
     elif name == "missing":
         archive = make_archive(base / "archive-missing", env, host=False, sample=True)
-        if not any(archive.glob("*/*/x86_64/*.btf.tar.xz")):
+        if not any(archive.glob(f"*/*/{host_arch()}/*.btf.tar.xz")):
             # No sample: a kernel that cannot be this one (another distro, another release).
             add_host_kernel(archive, env, "--id", "decoy", "--version", "1",
                             "--release", "0.0.0-not-this-kernel")
