@@ -175,16 +175,15 @@ class BTF:
         if h.str_len and self._strs[0] != 0:
             raise BTFError("BTF string section does not start with NUL")
         raw = memoryview(data)[base + h.type_off: base + h.type_off + h.type_len]
-        if h.little_endian == _NATIVE_LE:
-            mv = memoryview(raw)
-            self.words: Sequence[int] = (mv if mv.c_contiguous else memoryview(bytes(mv))).cast(
-                "B").cast("I")
-        else:
+        # An array, not a memoryview cast: copying 5 MB costs 0.2 ms and indexing an array is
+        # about 10% faster in the walk, which dominates the minimizer's time.
+        arr = array("I")
+        arr.frombytes(raw)
+        if h.little_endian != _NATIVE_LE:
             # Every field of every record is a 32-bit word, so one byteswap of the whole
             # section gives native order (strings are bytes and need none).
-            arr = array("I", bytes(raw))
             arr.byteswap()
-            self.words = arr
+        self.words: Sequence[int] = arr
         self._names: dict[str, list[int]] | None = None
         self._str_cache: dict[int, str] = {}
         self._members_cache: dict[int, list[tuple[str, int, int]]] = {}
