@@ -4,8 +4,10 @@
 // lab3 (btfgen*.go, btfgen_*.payload): that generated code supplies BTFGenRaw, so the minimized
 // BTF is read back from the payload by the same runtime a user's binary runs.
 //
-// Input lines: "<key>\t<path of the full BTF of that kernel>". For each, two output lines:
-// variant "full" (KernelTypes = the full BTF) and "minimized" (KernelTypes = the payload's).
+// Input lines: "<key>\t<path of the full BTF of that kernel>[\t<path of its minimized BTF>]".
+// For each, two output lines: variant "full" (KernelTypes = the full BTF) and "minimized"
+// (KernelTypes = the payload's, or the given file: how the test passes kernels of the other
+// arch, whose payload this binary does not embed).
 package main
 
 import (
@@ -77,13 +79,17 @@ func run(object string) error {
 	out := json.NewEncoder(os.Stdout)
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
-		key, path, ok := strings.Cut(in.Text(), "\t")
-		if !ok {
-			return fmt.Errorf("input line %q: want <key>\\t<btf path>", in.Text())
+		fields := strings.Split(in.Text(), "\t")
+		if len(fields) < 2 || len(fields) > 3 {
+			return fmt.Errorf("input line %q: want <key>\\t<btf path>[\\t<minimized btf path>]", in.Text())
+		}
+		key, path, minPath := fields[0], fields[1], ""
+		if len(fields) == 3 {
+			minPath = fields[2]
 		}
 		for _, variant := range []string{"full", "minimized"} {
 			res := result{Key: key, Variant: variant}
-			types, err := kernelTypes(variant, key, path)
+			types, err := kernelTypes(variant, key, path, minPath)
 			if err == nil {
 				res.Programs, err = load(spec, maps, types)
 			}
@@ -98,7 +104,7 @@ func run(object string) error {
 	return in.Err()
 }
 
-func kernelTypes(variant, key, path string) (*btf.Spec, error) {
+func kernelTypes(variant, key, path, minPath string) (*btf.Spec, error) {
 	if variant == "full" {
 		spec, err := btf.LoadSpec(path)
 		if err != nil {
@@ -106,7 +112,13 @@ func kernelTypes(variant, key, path string) (*btf.Spec, error) {
 		}
 		return spec, nil
 	}
-	raw, err := BTFGenRaw(key)
+	var raw []byte
+	var err error
+	if minPath != "" {
+		raw, err = os.ReadFile(minPath)
+	} else {
+		raw, err = BTFGenRaw(key)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("payload: %w", err)
 	}
