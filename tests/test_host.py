@@ -153,3 +153,27 @@ def test_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
         assert r["key"] == keys.format_key(r["id"], r["version_id"], r["arch"], uname.release)
     assert r["runtime"] == ("kernel" if r["native_btf"] else
                             "embedded (pass --payload or --archive to run the lookup)")
+
+
+def test_archive_lookup_dedups_identical_kernels(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """One HWE kernel filed under two Ubuntu versions is one answer; different BTF under the
+    same release is ambiguous."""
+    from gobtfgen.commands.archive import tar_xz
+    from tests.tinybtf import tiny_btf
+
+    archive = tmp_path / "archive"
+    for key, name in [("ubuntu/18.04/x86_64/5.4.0-91-generic", "hwe"),
+                      ("ubuntu/20.04/x86_64/5.4.0-91-generic", "hwe"),
+                      ("centos/7/x86_64/3.10.0-1160.el7.x86_64", "centos"),
+                      ("rhel/7/x86_64/3.10.0-1160.el7.x86_64", "rhel")]:
+        os_id, version, arch, release = keys.parse_key(key)
+        path = archive / os_id / version / arch / f"{release}.btf.tar.xz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(tar_xz(release, tiny_btf(name)))
+    base = ["--host-root", str(tmp_path / "empty"), "--machine", "x86_64",
+            "--native-btf", str(tmp_path / "no"), "--archive", str(archive)]
+    code, r = host_json([*base, "--release", "5.4.0-91-generic"], capsys)
+    assert (code, r["found"], r["via"]) == (0, "ubuntu/18.04/x86_64/5.4.0-91-generic", "release")
+    code, r = host_json([*base, "--release", "3.10.0-1160.el7.x86_64"], capsys)
+    assert (code, r["error_kind"]) == (1, "ambiguous")

@@ -4,6 +4,7 @@ generated runtime would do on it (optionally against a real payload or archive).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -62,11 +63,24 @@ def _payload_entries(paths: list[Path], arch: str | None) -> tuple[str, dict[str
     return None
 
 
-def _archive_entries(root: Path, arch: str | None) -> dict[str, int]:
-    from gobtfgen.archive import scan_archive  # the scanner is only needed with --archive
+def _archive_entries(root: Path, arch: str | None, release: str) -> dict[str, int]:
+    """{key: blob number} of an archive. Kernels of this release that hold identical BTF
+    (Ubuntu files one HWE kernel under two versions) share a number, as their minimized BTF
+    would share a blob in the payload; only those few files are read."""
+    from gobtfgen.archive import read_kernel_btf, scan_archive  # only needed with --archive
 
     kernels, _problems = scan_archive(root, [arch] if arch else [])
-    return {k.key: i for i, k in enumerate(kernels)}
+    entries: dict[str, int] = {}
+    by_content: dict[bytes, int] = {}
+    for n, kernel in enumerate(kernels):
+        entries[kernel.key] = n
+        if kernel.release == release:
+            try:
+                digest = hashlib.sha256(read_kernel_btf(kernel.path)).digest()
+            except InputError:
+                continue  # generate would skip this file too; it stays its own blob
+            entries[kernel.key] = by_content.setdefault(digest, n)
+    return entries
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"none of the --payload files holds {info.arch} kernels ({names}); "
                              f"pass {render.payload_file(info.arch)}")
     elif args.archive:
-        entries = _archive_entries(args.archive, info.arch)
+        entries = _archive_entries(args.archive, info.arch, info.release)
 
     status = 0
     if info.override_file:
