@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from gobtfgen import keys, render
+from gobtfgen import hostinfo, keys, render
 from gobtfgen.pack import pack
 from tests.gomod import NEWEST_EBPF, OLDEST_EBPF, find_go, make_module, run_go
 from tests.lookup_vectors import VECTORS, blobs, load
+from tests.tinybtf import label, tiny_btf
 
 GOTEST = Path(__file__).resolve().parent / "gotest"
 PACKAGE = "btfgen"
@@ -62,9 +63,19 @@ def make_vmlinux_elf(dest: Path) -> None:
     raw.unlink()
 
 
+def real_host_key() -> str | None:
+    """This machine's distro key as gobtfgen host computes it (None when it has none)."""
+    info = hostinfo.gather()
+    return info.candidates[0] if info.candidates else None
+
+
 def build_module(dest: Path, ebpf_version: str) -> Path:
     vectors = load()
     arch_blobs = blobs(vectors)
+    host_key = real_host_key()
+    if host_key:
+        # The Go runtime must find on this real host the key the Python side computes.
+        arch_blobs[keys.parse_key(host_key)[2]][host_key] = tiny_btf(label(host_key))
     files: dict[str, str | bytes] = {}
     for arch in render.ARCHES:
         payload, _ = pack(arch, arch_blobs.get(arch, {}))
@@ -117,9 +128,12 @@ def test_go_vet(module: Path) -> None:
 
 
 def test_go_tests_native_arch(module: Path) -> None:
-    proc = run_go(["test", "-count=1", "-v", "./..."], cwd=module)
+    proc = run_go(["test", "-count=1", "-v", "./..."], cwd=module,
+                  env={"BTFGEN_REAL_HOST_KEY": real_host_key() or ""})
     assert "--- PASS: TestVectors " in proc.stdout
     assert "--- FAIL" not in proc.stdout
+    if real_host_key():
+        assert "--- PASS: TestRealHost " in proc.stdout
     # Every vector ran through the lookup (subtests are named after vectors).
     names = {v["name"] for v in load()["vectors"]}
     passed = proc.stdout.count("    --- PASS: TestVectors/")
