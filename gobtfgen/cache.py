@@ -4,8 +4,10 @@ Layout under the cache dir (default `$XDG_CACHE_HOME/gobtfgen`):
   raw/<sha256 of the .btf.tar.xz>.btf     the kernel's raw BTF, so a run whose relocations changed
                                           skips xz (the larger part of a cold run)
   min/<key>.btf | min/<key>.err           a minimized BTF, or the one-line reason it failed
-  filehash.json                           (path, size, mtime, inode) -> sha256, so an unchanged
-                                          archive is not re-read on every run
+  filememo.json                           (path, size, mtime, inode) -> sha256 or CO-RE
+                                          signature, so unchanged inputs are not re-read
+  runs/<output dir hash>.json             the inputs and outputs of the last run into a
+                                          directory: an unchanged re-run stops right there
 Every file is written to a temp name and renamed, so a killed run never leaves a torn entry;
 concurrent runs at worst compute the same entry twice.
 """
@@ -19,6 +21,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_RAW_LIMIT = 4 << 30  # bytes of raw kernel BTF kept; least recently used goes first
 
@@ -54,38 +57,39 @@ class CachedResult:
     error: str | None
 
 
-class HashMemo:
-    """(path, size, mtime, inode) -> sha256, so an unchanged archive is not re-read each run.
-    Kept by the parent process; workers report the hashes they computed."""
+class StatMemo:
+    """Facts about files keyed by (path, size, mtime, inode): the sha256 of an archive file, the
+    CO-RE signature of an object. An unchanged file is then not re-read on the next run. Kept
+    by the parent process; workers report what they computed."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._entries: dict[str, list[object]] = {}
+        self._entries: dict[str, list[Any]] = {}
         self._dirty = False
         try:
             loaded = json.loads(path.read_text())
             if isinstance(loaded, dict):
                 self._entries = loaded
         except (OSError, ValueError):
-            pass  # a missing or torn memo only costs a re-hash
+            pass  # a missing or torn memo only costs a re-read
 
     @staticmethod
-    def stamp(path: Path) -> list[object]:
+    def stamp(path: Path) -> list[Any]:
         st = path.stat()
         return [st.st_size, st.st_mtime_ns, st.st_ino]
 
-    def lookup(self, path: Path) -> str | None:
-        memo = self._entries.get(str(path.resolve()))
+    def lookup(self, path: Path, kind: str = "sha256") -> Any:
+        memo = self._entries.get(f"{kind}:{os.path.abspath(path)}")
         try:
             stamp = self.stamp(path)
         except OSError:
             return None
-        if memo and len(memo) == 4 and memo[:3] == stamp and isinstance(memo[3], str):
+        if memo and len(memo) == 4 and memo[:3] == stamp:
             return memo[3]
         return None
 
-    def record(self, path: Path, stamp: list[object], digest: str) -> None:
-        self._entries[str(path.resolve())] = [*stamp, digest]
+    def record(self, path: Path, stamp: list[Any], value: Any, kind: str = "sha256") -> None:
+        self._entries[f"{kind}:{os.path.abspath(path)}"] = [*stamp, value]
         self._dirty = True
 
     def save(self) -> None:
@@ -100,8 +104,23 @@ class Cache:
         self.raw_dir = root / "raw"
         self.min_dir = root / "min"
 
-    def memo(self) -> HashMemo:
-        return HashMemo(self.root / "filehash.json")
+    def memo(self) -> StatMemo:
+        return StatMemo(self.root / "filememo.json")
+
+    # -- run records: what the last run into an output directory saw and wrote -------------
+    def _run_path(self, output_dir: Path) -> Path:
+        digest = hashlib.sha256(os.path.abspath(output_dir).encode()).hexdigest()
+        return self.root / "runs" / f"{digest}.json"
+
+    def get_run(self, output_dir: Path) -> dict[str, Any] | None:
+        try:
+            record = json.loads(self._run_path(output_dir).read_bytes())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def put_run(self, output_dir: Path, record: dict[str, Any]) -> None:
+        atomic_write(self._run_path(output_dir), json.dumps(record, sort_keys=True).encode())
 
     # -- raw kernel BTF ----------------------------------------------------------------------
     def raw_path(self, kernel_sha: str) -> Path:

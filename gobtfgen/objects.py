@@ -14,9 +14,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
+from typing import Any
 
 from gobtfgen.errors import InputError
 
@@ -71,7 +69,33 @@ def discover(directory: Path) -> list[Path]:
     return sorted(found)
 
 
+def read_object_memo(path: Path, memo: Any) -> BpfObject:
+    """read_object, remembered by the file's stat in a cache.StatMemo: an unchanged object is
+    not parsed again (nor pyelftools imported) on the next run."""
+    stamp = memo.stamp(path)
+    fields = memo.lookup(path, "object")
+    if isinstance(fields, dict):
+        try:
+            return BpfObject(path=path, little_endian=bool(fields["little_endian"]),
+                             target=fields["target"], arches=tuple(fields["arches"]),
+                             core_relocations=int(fields["core_relocations"]),
+                             signature=str(fields["signature"]),
+                             kernel_btf_programs=tuple(fields["kernel_btf_programs"]))
+        except (KeyError, TypeError, ValueError):
+            pass
+    obj = read_object(path)
+    memo.record(path, stamp, {"little_endian": obj.little_endian, "target": obj.target,
+                              "arches": list(obj.arches), "core_relocations": obj.core_relocations,
+                              "signature": obj.signature,
+                              "kernel_btf_programs": list(obj.kernel_btf_programs)}, "object")
+    return obj
+
+
 def read_object(path: Path) -> BpfObject:
+    # Imported here: an unchanged re-run takes objects from the memo and never needs it.
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         with path.open("rb") as f:
             elf = ELFFile(f)

@@ -36,10 +36,10 @@ from gobtfgen.archive import (
     inflate_xz,
     scan_archive,
 )
-from gobtfgen.cache import Cache, HashMemo, minimize_key
+from gobtfgen.cache import Cache, StatMemo, minimize_key
 from gobtfgen.errors import GobtfgenError, InputError, Level, Problem
 from gobtfgen.minimize import MinimizeError, Minimizer, get_minimizer
-from gobtfgen.objects import BpfObject, discover, read_object, signature_of
+from gobtfgen.objects import BpfObject, discover, read_object_memo, signature_of
 from gobtfgen.report import Progress
 from gobtfgen.write import MANIFEST, WriteResult, write_outputs
 
@@ -99,7 +99,8 @@ class Outcome:
 
 # ---- plan ------------------------------------------------------------------------------------
 
-def plan(options: GenerateOptions) -> Plan:
+def plan(options: GenerateOptions, memo: StatMemo | None = None) -> Plan:
+    memo = memo or Cache(options.cache_dir).memo()
     problems: list[Problem] = []
     paths = list(options.objects)
     if not paths:
@@ -112,7 +113,7 @@ def plan(options: GenerateOptions) -> Plan:
     for path in paths:
         if not path.is_file():
             raise InputError(f"{path}: no such object file; check the --object path")
-        obj = read_object(path)
+        obj = read_object_memo(path, memo)
         if obj.core_relocations == 0:
             problems.append(Problem(level=Level.NOTE, subject=str(path),
                                     message="no CO-RE relocations (.BTF.ext): needs no kernel "
@@ -190,7 +191,7 @@ def minimize_kernel(task: Task) -> KernelResult:
     try:
         sha = task.known_sha
         if sha is None:
-            stamp = HashMemo.stamp(kernel.path)
+            stamp = StatMemo.stamp(kernel.path)
             data = kernel.path.read_bytes()
             sha = hashlib.sha256(data).hexdigest()
     except OSError as exc:
@@ -222,12 +223,15 @@ def minimize_kernel(task: Task) -> KernelResult:
     return KernelResult(kernel=kernel, status="minimized", btf=out, kernel_sha=sha, stamp=stamp)
 
 
-def minimize_all(p: Plan, options: GenerateOptions, *,
+def _minimizer_options(options: GenerateOptions) -> tuple[tuple[str, str], ...]:
+    return (("bpftool", options.bpftool),) if options.minimizer == "bpftool" else ()
+
+
+def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
                  on_result: Callable[[KernelResult], None] | None = None
                  ) -> tuple[list[KernelResult], str]:
     cache = Cache(options.cache_dir)
-    memo = cache.memo()
-    minimizer_options = (("bpftool", options.bpftool),) if options.minimizer == "bpftool" else ()
+    minimizer_options = _minimizer_options(options)
     # Build the minimizer here first: a missing or too old bpftool is one clear error up front.
     minimizer = _minimizer_for(options.minimizer, minimizer_options)
     results: list[KernelResult] = []
@@ -340,13 +344,69 @@ def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelRes
     return json.dumps(doc, indent=1, sort_keys=False) + "\n"
 
 
+def _run_digest(options: GenerateOptions, p: Plan, kernel_shas: Sequence[str],
+                identity: str) -> str:
+    """Everything an output depends on. Equal digests and untouched outputs: nothing to do."""
+    h = hashlib.sha256(f"gobtfgen {__version__}\0".encode())
+    for template in sorted(render.templates_dir().glob("*.j2")):
+        h.update(template.name.encode() + b"\0" + template.read_bytes() + b"\0")
+    fields = {k: str(v) for k, v in vars(options).items() if k not in ("jobs", "progress")}
+    h.update(json.dumps(fields, sort_keys=True).encode())
+    h.update(os.path.abspath(options.archive).encode() + b"\0" + identity.encode() + b"\0")
+    for obj in p.objects:
+        h.update(f"{os.path.abspath(obj.path)}\0{obj.signature}\0{obj.arches}\0".encode())
+    for kernel, sha in zip(p.kernels, kernel_shas, strict=True):
+        h.update(f"{kernel.key}\0{sha}\0".encode())
+    return h.hexdigest()
+
+
+def _outputs_untouched(out_dir: Path, hashes: dict[str, str]) -> bool:
+    for name, digest in hashes.items():
+        try:
+            if hashlib.sha256((out_dir / name).read_bytes()).hexdigest() != digest:
+                return False
+        except OSError:
+            return False
+    return bool(hashes)
+
+
+def _unchanged_outcome(record: dict[str, object], start: float) -> Outcome:
+    summary = record["summary"]
+    assert isinstance(summary, dict)
+    problems = tuple(Problem(level=Level(p["level"]), subject=p["subject"], message=p["message"])
+                     for p in summary["problems"])
+    stats = {arch: pack.PackStats(**s) for arch, s in summary["stats"].items()}
+    counts = dict(summary["counts"])
+    counts["cached"] = counts.get("cached", 0) + counts.pop("minimized", 0)
+    counts["minimized"] = 0
+    return Outcome(results=(), problems=problems, stats=stats,
+                   written=WriteResult(written=(), unchanged=tuple(record["outputs"]),  # type: ignore[arg-type]
+                                       removed=()),
+                   elapsed=time.monotonic() - start, exit_code=int(summary["strict_exit"]),
+                   minimizer_identity=str(summary["identity"]), counts=counts)
+
+
 def build(options: GenerateOptions) -> Outcome:
     start = time.monotonic()
-    p = plan(options)
+    cache = Cache(options.cache_dir)
+    memo = cache.memo()
+    p = plan(options, memo)
+    identity = _minimizer_for(options.minimizer, _minimizer_options(options)).identity()
+    # Fast path: the same inputs as the last run into this directory, whose outputs nobody
+    # touched since. Costs a stat per kernel and a hash per output file.
+    known = [memo.lookup(k.path) if p.objects_by_arch.get(k.arch) else "-" for k in p.kernels]
+    if all(known):
+        digest = _run_digest(options, p, known, identity)
+        record = cache.get_run(options.output_dir)
+        if record and record.get("inputs") == digest and isinstance(record.get("outputs"), dict) \
+                and _outputs_untouched(options.output_dir, record["outputs"]):
+            memo.save()
+            return _unchanged_outcome(record, start)
     problems = list(p.problems)
     progress = Progress(len(p.kernels), label="kernels", enabled=options.progress)
     try:
-        results, identity = minimize_all(p, options, on_result=lambda r: progress.advance(r.status))
+        results, identity = minimize_all(p, options, memo,
+                                         on_result=lambda r: progress.advance(r.status))
     finally:
         progress.close()
     for r in results:
@@ -381,6 +441,17 @@ def build(options: GenerateOptions) -> Outcome:
               for s in ("minimized", "cached", "skipped", "failed")}
     exit_code = 1 if options.strict and (failed or any(
         pr.level is not Level.NOTE for pr in problems)) else 0
+    by_key = {r.kernel.key: "-" if r.status == "skipped" else r.kernel_sha for r in results}
+    if all(by_key.get(k.key) for k in p.kernels):
+        cache.put_run(options.output_dir, {
+            "inputs": _run_digest(options, p, [by_key[k.key] or "" for k in p.kernels],
+                                  identity),
+            "outputs": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+            "summary": {"counts": counts, "identity": identity, "strict_exit": exit_code,
+                        "stats": {a: vars(s) for a, s in stats.items()},
+                        "problems": [{"level": pr.level.value, "subject": pr.subject,
+                                      "message": pr.message} for pr in problems]},
+        })
     return Outcome(results=tuple(results), problems=tuple(problems), stats=stats,
                    written=written, elapsed=time.monotonic() - start, exit_code=exit_code,
                    minimizer_identity=identity, counts=counts)

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     print_problems(problems)
     if not args.quiet:
         c = outcome.counts
-        print(f"gobtfgen: {len(outcome.results)} kernels: {c['minimized']} minimized, "
+        print(f"gobtfgen: {sum(c.values())} kernels: {c['minimized']} minimized, "
               f"{c['cached']} from cache, {c['skipped']} skipped, {c['failed']} failed "
               f"({outcome.minimizer_identity})", file=err)
         for arch, s in outcome.stats.items():

@@ -70,7 +70,8 @@ func (r BTFResult) String() string {
 //  3. the embedded BTF of this kernel, by $HOST_ROOT/etc/os-release (or
 //     $HOST_ROOT/usr/lib/os-release) and the kernel release, as LookupBTF does.
 //
-// The error says what was tried and how to add a kernel that is missing.
+// The override path is opened as given (not under $HOST_ROOT). The error says what was
+// tried and how to add a kernel that is missing.
 func FindBTF(opts BTFOptions) (BTFResult, error) {
 	if path := os.Getenv(btfgenOverrideEnv); path != "" {
 		spec, err := btfgenLoadFile(path)
