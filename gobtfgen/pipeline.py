@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -95,6 +96,7 @@ class Outcome:
     exit_code: int
     minimizer_identity: str = ""
     counts: dict[str, int] = field(default_factory=dict)
+    go_generate: str = ""
 
 
 # ---- plan ------------------------------------------------------------------------------------
@@ -309,6 +311,28 @@ def render_makefile(options: GenerateOptions, p: Plan) -> str:
         manifest=MANIFEST)
 
 
+def go_generate_line(options: GenerateOptions, p: Plan) -> str:
+    """The //go:generate line that repeats this generation from the package directory
+    (go generate runs there and sets $GOPACKAGE, so --pkg and --output-dir are left out)."""
+    archive = options.archive_arg
+    if not os.path.isabs(archive):
+        archive = os.path.relpath(os.path.abspath(archive), os.path.abspath(options.output_dir))
+    parts = ["//go:generate", "gobtfgen", "generate", "--archive", archive,
+             "--arch", ",".join(options.arches)]
+    for flag, values in (("--include", options.include), ("--exclude", options.exclude)):
+        for value in values:
+            parts += [flag, value]
+    if options.minimizer != "bpftool":
+        parts += ["--minimizer", options.minimizer]
+    if options.env_prefix != "BTFGEN":
+        parts += ["--env-prefix", options.env_prefix]
+    if options.objects:
+        out_abs = os.path.abspath(options.output_dir)
+        for obj in p.objects:
+            parts += ["--object", os.path.relpath(os.path.abspath(obj.path), out_abs)]
+    return " ".join(shlex.quote(part) if part != "//go:generate" else part for part in parts)
+
+
 def kernels_text(results: Sequence[KernelResult]) -> str:
     lines = [f"# {render.GENERATED_MARK}",
              "# Kernels whose BTF is embedded (status: minimized or cached = supported).", ""]
@@ -379,9 +403,11 @@ def _unchanged_outcome(record: dict[str, object], start: float) -> Outcome:
     counts = dict(summary["counts"])
     counts["cached"] = counts.get("cached", 0) + counts.pop("minimized", 0)
     counts["minimized"] = 0
+    outputs = record["outputs"]
+    assert isinstance(outputs, dict)
     return Outcome(results=(), problems=problems, stats=stats,
-                   written=WriteResult(written=(), unchanged=tuple(record["outputs"]),  # type: ignore[arg-type]
-                                       removed=()),
+                   go_generate=str(summary["go_generate"]),
+                   written=WriteResult(written=(), unchanged=tuple(outputs), removed=()),
                    elapsed=time.monotonic() - start, exit_code=int(summary["strict_exit"]),
                    minimizer_identity=str(summary["identity"]), counts=counts)
 
@@ -448,10 +474,12 @@ def build(options: GenerateOptions) -> Outcome:
                                   identity),
             "outputs": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
             "summary": {"counts": counts, "identity": identity, "strict_exit": exit_code,
+                        "go_generate": go_generate_line(options, p),
                         "stats": {a: vars(s) for a, s in stats.items()},
                         "problems": [{"level": pr.level.value, "subject": pr.subject,
                                       "message": pr.message} for pr in problems]},
         })
     return Outcome(results=tuple(results), problems=tuple(problems), stats=stats,
                    written=written, elapsed=time.monotonic() - start, exit_code=exit_code,
-                   minimizer_identity=identity, counts=counts)
+                   minimizer_identity=identity, counts=counts,
+                   go_generate=go_generate_line(options, p))

@@ -150,4 +150,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"gobtfgen: {options.output_dir}: {len(w.written)} written, "
                   f"{len(w.unchanged)} unchanged, {len(w.removed)} removed, in "
                   f"{outcome.elapsed:.2f} s", file=err)
+        print(f"gobtfgen: to regenerate from go generate, put in a .go file of the package:\n"
+              f"  {outcome.go_generate}", file=err)
     return outcome.exit_code

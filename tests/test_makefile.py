@@ -1,0 +1,64 @@
+"""Makefile.btfgen, run by the real make: up to date after a generation, rebuilt when an object
+or the archive changes, and the go:generate line printed by generate works."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, need
+
+pytestmark = pytest.mark.tools
+
+
+def test_makefile_fragment_tracks_objects_and_archive(tmp_path: Path, sample_archive: Path,
+                                                      probe_objects: dict[str, Path]) -> None:
+    make, bpftool = need("make"), need("bpftool")
+    archive = tmp_path / "archive"
+    for src in sorted((sample_archive / "debian" / "12" / "x86_64").glob("6.1.0-56-*"))[:2]:
+        dest = archive / "debian" / "12" / "x86_64" / src.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dest)
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    shutil.copy(probe_objects["base"], pkg / "probe_x86_bpfel.o")
+    (pkg / "Makefile").write_text("include Makefile.btfgen\n\nall: btfgen\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GOBTFGEN_CACHE_DIR": str(tmp_path / "cache"),
+           "BPFTOOL": bpftool}
+    gobtfgen = f"{sys.executable} -m gobtfgen"
+    first = subprocess.run([*gobtfgen.split(), "generate", "--archive", str(archive), "--arch",
+                            "x86_64", "--pkg", "main"], cwd=pkg, env=env, capture_output=True,
+                           text=True)
+    assert first.returncode == 0, first.stderr
+    assert "//go:generate gobtfgen generate" in first.stderr  # the line to paste
+
+    def up_to_date() -> bool:
+        return subprocess.run([make, "-q", "GOBTFGEN=" + gobtfgen], cwd=pkg,
+                              env=env).returncode == 0
+
+    def run_make() -> str:
+        done = subprocess.run([make, "GOBTFGEN=" + gobtfgen], cwd=pkg, env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout + done.stderr
+
+    assert up_to_date()
+    time.sleep(0.01)
+    (pkg / "probe_x86_bpfel.o").touch()
+    assert not up_to_date()
+    run_make()
+    assert up_to_date()
+    # A new kernel in the archive triggers a rebuild that embeds it.
+    extra = sorted((sample_archive / "debian" / "12" / "x86_64").glob("6.1.0-47-*"))[0]
+    shutil.copy(extra, archive / "debian" / "12" / "x86_64" / extra.name)
+    assert not up_to_date()
+    out = run_make()
+    assert "1 minimized, 2 from cache" in out
+    assert "6.1.0-47-amd64" in (pkg / "btfgen_kernels.txt").read_text()
+    assert up_to_date()
