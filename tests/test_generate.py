@@ -272,3 +272,17 @@ def test_ctrl_c_leaves_outputs_as_they_were(tmp_path: Path, sample_archive: Path
                            bpftool], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert snapshot(out) != before
+
+
+def test_unwritable_output_dir(tmp_path: Path, sample_archive: Path,
+                               probe_objects: dict[str, Path], bpftool: str,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the output directory should be\n")
+    code = generate("--archive", sample_archive, "--include", "debian/12/x86_64/6.1.0-56-amd64",
+                    "--object", probe_objects["base"], "--output-dir", blocker / "out",
+                    "--cache-dir", tmp_path / "cache", "--bpftool", bpftool)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith(f"gobtfgen: error: cannot create output directory {blocker}/out")
+    assert err[-1].endswith("pass a writable --output-dir")
