@@ -55,9 +55,8 @@ def libbpf_log(kernel: Path, obj: Path, out: Path) -> tuple[dict[tuple[str, int]
     return cands, local
 
 
-def ours(raw: bytes, obj: ParsedObject) -> tuple[dict[tuple[str, int], list[str]],
-                                                  dict[tuple[str, int], str]]:
-    tb = BTF(raw, wanted=wanted_names([obj]))
+def ours(tb: BTF, obj: ParsedObject) -> tuple[dict[tuple[str, int], list[str]],
+                                              dict[tuple[str, int], str]]:
     traces: dict[tuple[str, int], list[tuple[int, bool, str]]] = {}
     local: dict[tuple[str, int], str] = {}
     cands: dict[tuple[str, int], list[str]] = {}
@@ -82,9 +81,11 @@ def test_candidates_and_specs_match_libbpf(rel: str, tmp_path: Path,
     raw = read_kernel_btf(SAMPLE / rel)
     kpath = tmp_path / "kernel.btf"
     kpath.write_bytes(raw)
+    parsed = {name: parse_object(bpf_objects[name]) for name in OBJECTS}
+    tb = BTF(raw, wanted=wanted_names(parsed.values()))  # one index serves every object
     for name in OBJECTS:
         theirs_c, theirs_l = libbpf_log(kpath, bpf_objects[name], tmp_path / "out.btf")
-        ours_c, ours_l = ours(raw, parse_object(bpf_objects[name]))
+        ours_c, ours_l = ours(tb, parsed[name])
         assert theirs_l, f"no libbpf debug lines for {name}"
         assert ours_l == theirs_l, f"{name}: local specs differ"
         assert ours_c == theirs_c, f"{name}: candidate decisions differ"
