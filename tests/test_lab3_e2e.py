@@ -12,7 +12,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,22 +29,23 @@ def main_build(tmp_path_factory: pytest.TempPathFactory) -> lab3build.Build:
     return lab3build.build("main", tmp_path_factory)
 
 
+def _tracefs_mounted() -> bool:
+    return (TRACEFS / "events").is_dir() or Path("/sys/kernel/debug/tracing/events").is_dir()
+
+
 @pytest.fixture(scope="module")
-def tracefs() -> Iterator[None]:
-    """Tracepoints attach through tracefs; mount it for the test when the machine has not."""
-    if (TRACEFS / "events").is_dir() or Path("/sys/kernel/debug/tracing/events").is_dir():
-        yield
+def tracefs() -> None:
+    """Tracepoints attach through tracefs; mount it when the machine has not. It stays mounted,
+    as on any distribution: unmounting it would pull it from under anything else tracing here
+    (another test session included)."""
+    if _tracefs_mounted():
         return
     if os.geteuid() != 0:
         pytest.skip("tracefs is not mounted and only root can mount it")
     mounted = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)],
                              capture_output=True, text=True)
-    if mounted.returncode != 0:
+    if not _tracefs_mounted():
         pytest.skip(f"tracefs is not mounted and mounting it failed: {mounted.stderr.strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", str(TRACEFS)], check=False)
 
 
 class Tracer:
