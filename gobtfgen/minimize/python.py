@@ -427,6 +427,11 @@ def minimize_btf(kernel_data: bytes | memoryview, objects: Sequence[ParsedObject
                                 "--minimizer python)")
     try:
         kernel = open_kernel(kernel_data, objects)
+        h = kernel.header
+        if compat and h.little_endian != (sys.byteorder == "little") and h.hdr_len != 24:
+            # libbpf's btf_parse_hdr: non-native BTF must have the 24-byte header (ENOTSUP).
+            raise MinimizeError(f"kernel BTF: non-native byte order with a {h.hdr_len}-byte "
+                                "header (bpftool cannot read it; use --minimizer python)")
         marks, full = mark(kernel, objects, compat=compat)
         if compat or not verify:
             return marks.write()
