@@ -101,6 +101,13 @@ def test_essential_name_len_is_a_prefix(name: str) -> None:
         assert name[n:n + 3] == "___" and name[n - 1] != "_" and name[n + 3] != "_"
 
 
+def test_unknown_kind_is_an_error() -> None:
+    b = Builder()
+    b.add_record([0, 25 << 24, 0])
+    with pytest.raises(BTFError, match="unknown kind 25"):
+        BTF(b.to_bytes())
+
+
 @pytest.mark.parametrize("blob, why", [
     (b"\x00" * 10, "shorter"),
     (struct.pack("<HBBIIIII", 0x1234, 1, 0, 24, 0, 0, 0, 1) + b"\0", "magic"),

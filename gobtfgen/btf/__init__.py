@@ -244,6 +244,10 @@ class BTF:
                     i += steps[words[i + 1]]
                 except KeyError:
                     info = words[i + 1]
+                    if (info >> 24) & 0x1F > _MAX_KIND or info & 0x60000000:
+                        # An unknown kind has an unknown length: nothing after it can be framed.
+                        raise BTFError(f"BTF type {len(offs) - 1} has unknown kind "
+                                       f"{(info >> 24) & 0x7F}") from None
                     steps[info] = skip[info >> 24] + (info & 0xFFFF) * mul[info >> 24]
                     i += steps[info]
         except IndexError:
