@@ -155,7 +155,8 @@ def test_running_kernel(tmp_path: Path) -> None:
     assert read_kernel_btf(dest) == NATIVE.read_bytes()
 
 
-def _elf(tmp_path: Path, btf: bytes | None, banner: bytes | None) -> Path:
+def _elf(tmp_path: Path, btf: bytes | None, banner: bytes | None,
+         banner_section: str = ".rodata.banner") -> Path:
     clang, objcopy = shutil.which("clang"), shutil.which("objcopy")
     if not (clang and objcopy):
         pytest.skip("clang and objcopy are needed to build a test vmlinux ELF; install clang "
@@ -168,7 +169,7 @@ def _elf(tmp_path: Path, btf: bytes | None, banner: bytes | None) -> Path:
         cmd += ["--add-section", f".BTF={tmp_path / 'btf.raw'}"]
     if banner is not None:
         (tmp_path / "banner.raw").write_bytes(banner)
-        cmd += ["--add-section", f".rodata.banner={tmp_path / 'banner.raw'}"]
+        cmd += ["--add-section", f"{banner_section}={tmp_path / 'banner.raw'}"]
     out = tmp_path / "vmlinux"
     subprocess.run([*cmd, str(empty), str(out)], check=True)
     return out
@@ -207,3 +208,12 @@ def test_vmlinux_elf_arch_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture
     assert add(tmp_path / "a", "--from", vmlinux, "--release", "r", "--id", "x", "--version",
                "1", "--arch", other) == 2
     assert "drop --arch or pass the right file" in capsys.readouterr().err
+
+
+@pytest.mark.tools
+def test_vmlinux_banner_outside_rodata_is_ignored(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    vmlinux = _elf(tmp_path, tiny_btf("v"), b"Linux version 9.9.9-stray (x@y) #1\0",
+                   banner_section=".comment.extra")
+    assert add(tmp_path / "a", "--from", vmlinux, "--id", "x", "--version", "1") == 2
+    assert "--release is needed" in capsys.readouterr().err

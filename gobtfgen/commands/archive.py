@@ -105,13 +105,17 @@ def read_source(path: Path) -> Source:
         section = elf.get_section_by_name(".BTF")
         machine = str(elf.header["e_machine"])
         btf = section.data() if section is not None else None
+        # linux_banner lives in .rodata; searching only there keeps a stray "Linux version"
+        # elsewhere (a comment section, a module string) from naming the release.
+        rodata = [s.data() for s in elf.iter_sections()
+                  if s.name.startswith(".rodata") and s["sh_type"] != "SHT_NOBITS"]
     except (ELFError, ValueError, struct.error) as exc:
         raise InputError(f"{path}: unreadable ELF ({exc}); pass a vmlinux or raw BTF") from None
     if btf is None:
         raise InputError(f"{path}: no .BTF section; build the kernel with "
                          "CONFIG_DEBUG_INFO_BTF=y or add BTF with pahole -J")
     _check_btf(btf, path)
-    banner = _BANNER.search(data)
+    banner = next((m for m in map(_BANNER.search, rodata) if m), None)
     return Source(btf=btf, kind="vmlinux ELF", arch=_ARCH_OF_EM.get(machine),
                   release=banner.group(1).decode() if banner else None)
 
