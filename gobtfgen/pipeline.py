@@ -9,10 +9,12 @@ stages and returns the outcome with the problems it collected.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shlex
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,7 +44,7 @@ from gobtfgen.errors import GobtfgenError, InputError, Level, Problem
 from gobtfgen.minimize import MinimizeError, Minimizer, get_minimizer
 from gobtfgen.objects import BpfObject, discover, read_object_memo, signature_of
 from gobtfgen.report import Progress
-from gobtfgen.write import MANIFEST, WriteResult, write_outputs
+from gobtfgen.write import MANIFEST, WriteResult, output_lock, write_outputs
 
 KERNELS_LIST = "btfgen_kernels.txt"
 MAKEFILE = "Makefile.btfgen"
@@ -185,7 +187,17 @@ def _minimizer_for(name: str, options: tuple[tuple[str, str], ...]) -> Minimizer
 
 
 def minimize_kernel(task: Task) -> KernelResult:
-    """One kernel: content hash, cache lookup, inflate, minimize, store. Runs in a worker."""
+    """One kernel: content hash, cache lookup, inflate, minimize, store. Runs in a worker.
+    Whatever goes wrong becomes this kernel's problem; the run goes on."""
+    try:
+        return _minimize_kernel(task)
+    except Exception as exc:  # a bug must not take the other kernels down with it
+        return KernelResult(kernel=task.kernel, status="failed",
+                            message=f"internal error ({type(exc).__name__}: {exc}); please "
+                                    "report it with this kernel file")
+
+
+def _minimize_kernel(task: Task) -> KernelResult:
     kernel = task.kernel
     cache = Cache(task.cache_root)
     data: bytes | None = None
@@ -206,23 +218,43 @@ def minimize_kernel(task: Task) -> KernelResult:
         return KernelResult(kernel=kernel, status="cached" if cached.btf else "failed",
                             btf=cached.btf, message=cached.error, kernel_sha=sha, stamp=stamp)
     try:
-        if not cache.has_raw(sha):
-            if data is None:
-                data = kernel.path.read_bytes()
-            tar = inflate_xz(data, what=kernel.path)
-            raw = btf_from_tar(tar, what=kernel.path)
-            cache.put_raw(sha, raw)
-        out = minimizer.minimize(cache.raw_path(sha), task.objects)
+        with tempfile.TemporaryDirectory(prefix="gobtfgen-") as tmp:
+            raw_path = cache.raw_path(sha)
+            if not cache.has_raw(sha):
+                if data is None:
+                    data = kernel.path.read_bytes()
+                raw = btf_from_tar(inflate_xz(data, what=kernel.path), what=kernel.path)
+                raw_path = _store_raw(cache, sha, raw, Path(tmp))
+            out = minimizer.minimize(raw_path, task.objects)
         check_btf(out, what=f"{minimizer.identity()} output for {kernel.key}")
     except (InputError, MinimizeError) as exc:
         # Remember deterministic failures so an unchanged re-run runs no minimizer; a minimizer
         # killed by a signal (Ctrl-C) is not the kernel's fault and is retried next time.
         if getattr(exc, "cacheable", True):
-            cache.put_min_error(key, str(exc))
+            with contextlib.suppress(OSError):  # a full cache only costs a recomputation
+                cache.put_min_error(key, str(exc))
         return KernelResult(kernel=kernel, status="failed", message=str(exc), kernel_sha=sha,
                             stamp=stamp)
-    cache.put_min(key, out)
+    with contextlib.suppress(OSError):
+        cache.put_min(key, out)
     return KernelResult(kernel=kernel, status="minimized", btf=out, kernel_sha=sha, stamp=stamp)
+
+
+def _store_raw(cache: Cache, sha: str, raw: bytes, tmp: Path) -> Path:
+    """Keep the raw BTF in the cache, or, when the cache cannot take it (full disk), in a
+    temporary file for this kernel only."""
+    try:
+        return cache.put_raw(sha, raw)
+    except OSError:
+        pass
+    try:
+        path = tmp / "kernel.btf"
+        path.write_bytes(raw)
+        return path
+    except OSError as exc:
+        raise MinimizeError(f"cannot store the kernel BTF for the minimizer ({exc.strerror}); "
+                            "free space in the cache (--cache-dir) or $TMPDIR",
+                            cacheable=False) from None
 
 
 def _minimizer_options(options: GenerateOptions) -> tuple[tuple[str, str], ...]:
@@ -413,6 +445,13 @@ def _unchanged_outcome(record: dict[str, object], start: float) -> Outcome:
 
 
 def build(options: GenerateOptions) -> Outcome:
+    with output_lock(options.output_dir,
+                     wait_message=f"gobtfgen: waiting for another gobtfgen run writing to "
+                                  f"{options.output_dir}"):
+        return _build(options)
+
+
+def _build(options: GenerateOptions) -> Outcome:
     start = time.monotonic()
     cache = Cache(options.cache_dir)
     memo = cache.memo()

@@ -9,9 +9,11 @@ was or fully new.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -76,6 +78,26 @@ def _signals_held() -> Iterator[None]:
             signal.signal(s, handler)
         for signum in pending:
             signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: Path, *, wait_message: str) -> Iterator[None]:
+    """Serialize runs writing into one directory: flock on the directory itself (or its nearest
+    existing parent), so no lock file lands in the user's package. The cache needs no lock:
+    every cache write is an atomic rename."""
+    target = Path(os.path.abspath(out_dir))
+    while not target.is_dir() and target != target.parent:
+        target = target.parent
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(wait_message, file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def previous_outputs(out_dir: Path) -> list[str]:
