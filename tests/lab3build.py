@@ -89,6 +89,8 @@ def tool_env(cache: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["GOBTFGEN_CACHE_DIR"] = str(cache)
+    # The Makefile's (and Makefile.btfgen's) GOBTFGEN ?= gobtfgen takes it from the environment.
+    env["GOBTFGEN"] = " ".join(gobtfgen_command())
     env.pop("BTFHUB_ARCHIVE", None)
     # A go line newer than this toolchain fails clearly instead of downloading another one.
     env["GOTOOLCHAIN"] = "local"
@@ -150,7 +152,7 @@ def copy_lab3(dest: Path) -> Path:
 def make_lab3(dest: Path, env: dict[str, str], archive: Path | None) -> str:
     """`make` in a fresh copy of examples/lab3 at dest; returns make's output."""
     copy_lab3(dest)
-    args = ["make", "--no-print-directory", f"GOBTFGEN={' '.join(gobtfgen_command())}"]
+    args = ["make", "--no-print-directory"]
     if archive is not None:
         args.append(f"BTFHUB_ARCHIVE={archive}")
     log = run(args, cwd=dest, env=env, timeout=600)
