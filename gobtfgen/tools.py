@@ -32,6 +32,7 @@ _INSTALL_ADVICE = {
     "git": "install git (Debian/Ubuntu: apt-get install git)",
     "go": "install Go from the distribution or go.dev",
     "clang": "install clang (Debian/Ubuntu: apt-get install clang llvm)",
+    "ld": "install binutils (Debian/Ubuntu: apt-get install binutils) or pass --ld PATH",
 }
 
 
@@ -115,3 +116,71 @@ def bpftool_min_core_btf(bpftool: str, source: Path, output: Path,
     exe, _ = bpftool_version(bpftool)
     run([exe, "gen", "min_core_btf", str(source), str(output), *map(str, objects)],
         tool="bpftool")
+
+
+# ---- git and ld (gobtfgen fetch, generate --format ld) ---------------------------------------
+
+def run_progress(argv: Sequence[str], *, cwd: str | Path | None = None, tool: str | None = None,
+                 env: dict[str, str] | None = None, show: bool = False) -> Result:
+    """run(), but with the program's stderr shown as it comes when show is set: a clone of
+    btfhub-archive takes minutes, and git's own progress lines are the best progress there is.
+
+    stderr is still collected, so a failure carries its tail as run()'s does.
+    """
+    exe = resolve(argv[0], tool=tool)
+    tool = tool or Path(argv[0]).name
+    cmd = [exe, *argv[1:]]
+    if VERBOSE:
+        print("+ " + shlex.join(cmd), file=sys.stderr)
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise ToolError(f"cannot run {exe}: {exc.strerror}; "
+                        f"{_INSTALL_ADVICE.get(tool, 'check the path')}") from None
+    err = bytearray()
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        while True:
+            block = proc.stderr.read1(4096)
+            if not block:
+                break
+            err += block
+            if show:
+                sys.stderr.write(block.decode("utf-8", "replace"))
+                sys.stderr.flush()
+        out = proc.stdout.read()
+        returncode = proc.wait()
+    except BaseException:
+        # Ctrl-C: the child got the signal too (same process group); make sure it is gone
+        # before the caller cleans up behind it.
+        proc.kill()
+        proc.wait()
+        raise
+    stderr = err.decode("utf-8", "replace")
+    if returncode < 0:
+        raise ToolKilled(f"{shlex.join(cmd)} was killed by {signal.Signals(-returncode).name}")
+    if returncode != 0:
+        lines = [part.strip() for line in stderr.strip().splitlines()
+                 for part in line.split("\r") if part.strip()]
+        raise ToolError(f"{shlex.join(cmd)} exited {returncode}: "
+                        f"{' | '.join(lines[-3:]) or '(no output on stderr)'}")
+    return Result(stdout=out.decode("utf-8", "replace"), stderr=stderr)
+
+
+def git(args: Sequence[str], *, git: str = "git", cwd: str | Path | None = None,
+        progress: bool = False) -> Result:
+    """Run git with a fixed environment: no prompt for credentials (a fetch in CI must fail,
+    not hang), no user or system config changing what a clone does, English messages."""
+    env = dict(os.environ)
+    env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_CONFIG_NOSYSTEM": "1",
+                "GIT_ADVICE": "0"})
+    return run_progress([git, *args], cwd=cwd, tool="git", env=env, show=progress)
+
+
+def ld_binary(ld: str, source: Path, output: Path) -> None:
+    """`ld -r -b binary`: an object whose _binary_<name>_start/_end symbols bracket the bytes
+    of source, as bcc's libbpf-tools link min_core_btfs.tar.gz. Run in source's directory so
+    the symbol names come from the bare file name."""
+    run([ld, "-r", "-b", "binary", source.name, "-o", str(output.resolve())],
+        cwd=source.parent, tool="ld")

@@ -1,0 +1,308 @@
+"""gobtfgen fetch: btfhub-archive checkouts in a cache directory, shallow and sparse.
+
+The full archive is ~7.6 GB of git. A fetch downloads one commit (`--depth 1`), no file contents
+up front (`--filter=blob:none`), and then only the files of the selected arches and distros (a
+non-cone sparse checkout, whose missing blobs git fetches in one batch).
+
+Layout of the cache directory:
+
+    archive -> views/<name>     what `generate` reads (its default --archive)
+    views/<name>/               the repositories merged, first wins: real folders, each kernel
+                                a relative symlink into a tree; .gobtfgen-fetch.json records
+                                the repositories and commits
+    repos/<slug>/git            bare, shallow, partial clone of one repository
+    repos/<slug>/trees/<name>   sparse worktrees of it, one per (commit, selection)
+    .lock                       one fetch at a time
+
+A fetch builds a complete new tree and view beside the old ones and switches `archive` with one
+rename, so a failed or interrupted fetch leaves the previous view (and the trees it points into)
+as they were; leftovers are removed by the next fetch. Worktrees share the object store, so an
+update downloads only the files that changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gobtfgen import tools
+from gobtfgen.archive import SUFFIX, scan_archive
+from gobtfgen.errors import GobtfgenError, InputError, Problem, ToolError, UsageError
+
+DEFAULT_REPO = "https://github.com/aquasecurity/btfhub-archive.git"
+ARCHIVE_LINK = "archive"
+RECORD = ".gobtfgen-fetch.json"
+
+_DISTRO_RE = re.compile(r"^[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)?$")
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gobtfgen" / "btfhub"
+
+
+def default_archive() -> Path | None:
+    """The archive the last fetch made in the default (or $BTFHUB_CACHE_DIR) cache, if any."""
+    cache = Path(os.environ.get("BTFHUB_CACHE_DIR") or default_cache_dir())
+    link = cache / ARCHIVE_LINK
+    return link if (link / RECORD).is_file() else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchOptions:
+    repos: tuple[str, ...]  # URLs or paths, first wins when two hold the same kernel
+    cache_dir: Path
+    arches: tuple[str, ...]
+    distros: tuple[str, ...] = ()  # "<id>" or "<id>/<version>"; empty: every distro
+    ref: str | None = None  # branch or tag; None: the remote's default branch
+    git: str = "git"
+    progress: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepoState:
+    url: str
+    commit: str
+    tree: str  # relative to the cache directory
+    kernels: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchResult:
+    archive: Path  # cache_dir/archive
+    repos: tuple[RepoState, ...]
+    kernels: int  # in the merged view
+    shadowed: int  # kernels of later repositories hidden by an earlier one
+    problems: tuple[Problem, ...]
+
+
+def sparse_patterns(arches: Sequence[str], distros: Sequence[str]) -> list[str]:
+    """Non-cone sparse-checkout patterns selecting <id>/<version>/<arch>/ folders."""
+    out = []
+    for distro in distros:
+        if not _DISTRO_RE.match(distro) or distro.startswith("."):
+            raise UsageError(f"--distro {distro!r}: use an os-release ID or ID/VERSION as the "
+                             "archive names its folders (ubuntu, centos/7, sles/15.3)")
+        folder = distro if "/" in distro else f"{distro}/*"
+        out += [f"/{folder}/{arch}/" for arch in arches]
+    return out or [f"/*/*/{arch}/" for arch in arches]
+
+
+def repo_slug(url: str) -> str:
+    """A folder name for a repository: readable, and distinct for distinct URLs."""
+    name = re.sub(r"\.git$", "", url.rstrip("/").rsplit("/", 1)[-1]) or "repo"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "repo"
+    return f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:10]}"
+
+
+def read_record(archive: Path) -> dict[str, object] | None:
+    """The fetch record of a view (generate copies it into its manifest)."""
+    try:
+        data = json.loads((archive / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def sources_of(archive: Path) -> list[dict[str, str]] | None:
+    """[{url, commit}] of the repositories a fetched view was made from, first wins."""
+    record = read_record(archive)
+    if record is None or not isinstance(record.get("repos"), list):
+        return None
+    return [{"url": str(r.get("url")), "commit": str(r.get("commit"))}
+            for r in record["repos"] if isinstance(r, dict)]
+
+
+@contextlib.contextmanager
+def _locked(cache: Path) -> Iterator[None]:
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GobtfgenError(f"another gobtfgen fetch is running in {cache}; wait for it "
+                                "or use another --cache-dir") from None
+        yield
+
+
+def _say(message: str) -> None:
+    print(f"gobtfgen: {message}", file=sys.stderr, flush=True)
+
+
+class _Repo:
+    """One repository's bare clone and worktrees under repos/<slug>."""
+
+    def __init__(self, options: FetchOptions, url: str) -> None:
+        self.options = options
+        self.url = url
+        self.dir = options.cache_dir / "repos" / repo_slug(url)
+        self.git_dir = self.dir / "git"
+
+    def git(self, *args: str, cwd: Path | None = None, progress: bool = False) -> str:
+        prefix = [] if cwd else [f"--git-dir={self.git_dir}"]
+        return tools.git([*prefix, *args], git=self.options.git, cwd=cwd,
+                         progress=progress and self.options.progress).stdout.strip()
+
+    def update(self) -> str:
+        """Clone or fetch the newest commit (no file contents yet); return its id."""
+        ref = self.options.ref
+        if not (self.git_dir / "HEAD").is_file():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=self.dir, prefix=".clone-"))
+            try:
+                _say(f"cloning {self.url} (one commit, no file contents yet)")
+                self.git("clone", "--bare", "--depth", "1", "--filter=blob:none", "--no-tags",
+                         *(["--branch", ref] if ref else []),
+                         *(["--progress"] if self.options.progress else []),
+                         self.url, str(tmp / "git"), cwd=self.dir, progress=True)
+                os.replace(tmp / "git", self.git_dir)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            return self.git("rev-parse", "HEAD^{commit}")
+        url = self.git("config", "--get", "remote.origin.url")
+        if url != self.url:  # same slug, other URL: only on a hash collision or a hand edit
+            raise InputError(f"{self.git_dir} is a clone of {url}, not {self.url}; remove "
+                             f"{self.dir} and fetch again")
+        _say(f"updating {self.url}")
+        self.git("fetch", "--depth", "1", "--no-tags",
+                 *(["--progress"] if self.options.progress else []),
+                 "origin", ref or "HEAD", progress=True)
+        return self.git("rev-parse", "FETCH_HEAD^{commit}")
+
+    def tree(self, commit: str, patterns: list[str]) -> Path:
+        """A sparse worktree of commit with the patterns, made complete or not at all."""
+        name = f"{commit[:12]}-{hashlib.sha256(chr(10).join(patterns).encode()).hexdigest()[:8]}"
+        trees = self.dir / "trees"
+        final = trees / name
+        if (final / ".git").is_file() and (trees / f".{name}.done").is_file():
+            return final  # the same commit and selection as a tree made before
+        trees.mkdir(parents=True, exist_ok=True)
+        self._remove_tree(final)
+        work = final
+        try:
+            self.git("worktree", "add", "--no-checkout", "--detach", str(work), commit)
+            self.git("sparse-checkout", "set", "--no-cone", *patterns, cwd=work)
+            _say(f"checking out {len(patterns)} folder pattern(s) of {commit[:12]}: "
+                 + " ".join(patterns[:6]) + (" ..." if len(patterns) > 6 else ""))
+            # With an empty index (--no-checkout), read-tree -mu populates exactly the sparse
+            # selection; git fetches the missing file contents in one batch.
+            self.git("read-tree", "-mu", "HEAD", cwd=work, progress=True)
+            (trees / f".{name}.done").write_text(commit + "\n")
+        except BaseException:
+            self._remove_tree(final)
+            raise
+        return final
+
+    def _remove_tree(self, path: Path) -> None:
+        (path.parent / f".{path.name}.done").unlink(missing_ok=True)
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(GobtfgenError):
+            self.git("worktree", "prune")
+
+    def prune(self, keep: set[Path]) -> None:
+        trees = self.dir / "trees"
+        if not trees.is_dir():
+            return
+        for child in trees.iterdir():
+            if child.name.startswith("."):
+                if child.name.endswith(".done") and trees / child.name[1:-5] in keep:
+                    continue
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+            elif child not in keep:
+                self._remove_tree(child)
+
+
+def _build_view(cache: Path, trees: list[tuple[str, str, Path]],
+                options: FetchOptions) -> tuple[Path, list[RepoState], int, int, list[Problem]]:
+    """views/<new>: every kernel of the trees, first tree wins on a key."""
+    views = cache / "views"
+    views.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=views, prefix=".new-"))
+    seen: set[str] = set()
+    shadowed = 0
+    states: list[RepoState] = []
+    problems: list[Problem] = []
+    try:
+        for url, commit, tree in trees:
+            kernels, found = scan_archive(tree, options.arches)
+            problems += found
+            count = 0
+            for kernel in kernels:
+                if kernel.key in seen:
+                    shadowed += 1
+                    continue
+                seen.add(kernel.key)
+                count += 1
+                link = tmp / f"{kernel.key}{SUFFIX}"
+                link.parent.mkdir(parents=True, exist_ok=True)
+                # Relative links: the cache directory can move (or be mounted elsewhere).
+                os.symlink(os.path.relpath(kernel.path, link.parent), link)
+            states.append(RepoState(url=url, commit=commit,
+                                    tree=os.path.relpath(tree, cache), kernels=count))
+        record = {"generator": "gobtfgen fetch", "arches": list(options.arches),
+                  "distros": list(options.distros), "ref": options.ref,
+                  "repos": [vars(s) for s in states], "kernels": len(seen)}
+        (tmp / RECORD).write_text(json.dumps(record, indent=1) + "\n")
+        digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
+        final = views / digest
+        if final.exists():
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final, states, len(seen), shadowed, problems
+
+
+def _switch(cache: Path, view: Path) -> None:
+    """Point cache/archive at view in one rename: readers see the old view or the new one."""
+    tmp = cache / f".{ARCHIVE_LINK}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(view, cache), tmp)
+    os.replace(tmp, cache / ARCHIVE_LINK)
+
+
+def fetch(options: FetchOptions) -> FetchResult:
+    if not options.repos:
+        raise UsageError("no repository: pass --repo URL or set BTFHUB_REPO_URL")
+    patterns = sparse_patterns(options.arches, options.distros)
+    cache = options.cache_dir
+    with _locked(cache):
+        if (cache / ARCHIVE_LINK).exists() and not (cache / ARCHIVE_LINK).is_symlink():
+            raise InputError(f"{cache / ARCHIVE_LINK} is not a link made by gobtfgen fetch; "
+                             "pass another --cache-dir")
+        repos = [_Repo(options, url) for url in dict.fromkeys(options.repos)]
+        trees: list[tuple[str, str, Path]] = []
+        for repo in repos:
+            try:
+                commit = repo.update()
+                trees.append((repo.url, commit, repo.tree(commit, patterns)))
+            except ToolError as exc:
+                raise ToolError(f"fetch {repo.url}: {exc}; the previous archive in {cache} "
+                                "is unchanged") from None
+        view, states, kernels, shadowed, problems = _build_view(cache, trees, options)
+        _switch(cache, view)
+        # Only now is anything old unreachable: remove other views and trees.
+        for child in (cache / "views").iterdir():
+            if child != view:
+                shutil.rmtree(child, ignore_errors=True)
+        keep = {cache / s.tree for s in states}
+        for repo in repos:
+            repo.prune(keep)
+    return FetchResult(archive=cache / ARCHIVE_LINK, repos=tuple(states), kernels=kernels,
+                       shadowed=shadowed, problems=tuple(problems))
