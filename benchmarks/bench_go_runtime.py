@@ -12,6 +12,8 @@ benchmarks of tests/gotest/btfgen_bench_test.go:
   EmbeddedCold   the first FindBTF of a process without native BTF: parse the payload index,
                  look the kernel up (two distro keys tried), inflate one chunk, load the spec
   EmbeddedWarm   later LookupBTF calls (index already parsed)
+  FindBTFCold    EmbeddedCold through the public FindBTF, with os-release and the kernel
+                 release read from files as on a real host
 
 Blobs are real minimized BTFs (bpftool gen min_core_btf of the test CO-RE objects against this
 kernel and the btfhub sample kernels) when clang and bpftool are installed, each made unique
@@ -41,7 +43,8 @@ from tests.test_go_runtime import copy_go_tests, render_package  # noqa: E402
 from tests.tinybtf import tiny_btf  # noqa: E402
 
 SAMPLE = REPO.parent / "shared" / "btfhub-sample"
-TARGETS = {"Native": (50_000, None), "EmbeddedCold": (5_000_000, 2 << 20)}
+TARGETS = {"Native": (50_000, None), "EmbeddedCold": (5_000_000, 2 << 20),
+           "FindBTFCold": (5_000_000, 2 << 20)}
 _LINE = re.compile(r"^Benchmark(\w+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op\s+(\d+) B/op"
                    r"\s+(\d+) allocs/op", re.M)
 

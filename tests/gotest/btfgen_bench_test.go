@@ -6,6 +6,7 @@ package btfgen
 import (
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -80,6 +81,42 @@ func BenchmarkEmbeddedWarm(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if _, _, err := LookupBTF(osRelease, machine, release); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFindBTFCold is a whole first FindBTF of a process on a kernel without BTF, file
+// reads included: os-release from $HOST_ROOT, the release from /proc, the payload index
+// parsed anew every time.
+func BenchmarkFindBTFCold(b *testing.B) {
+	x, err := btfgenParsePayload(btfgenPayload)
+	if err != nil {
+		b.Fatal(err)
+	}
+	osRelease, _, release := benchInputs(b, x)
+	root := b.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc", "os-release"), []byte(osRelease), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	releaseFile := filepath.Join(root, "osrelease")
+	if err := os.WriteFile(releaseFile, []byte(release+"\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	old := btfgenReleasePath
+	btfgenReleasePath = releaseFile
+	b.Cleanup(func() { btfgenReleasePath = old })
+	b.Setenv(btfgenHostRootEnv, root)
+	b.Setenv(btfgenOverrideEnv, "")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		btfgenIndexOnce = sync.Once{} // forget the parsed index: every iteration is a first call
+		res, err := FindBTF(BTFOptions{IgnoreNative: true})
+		if err != nil || res.Source != "embedded" {
+			b.Fatal(res, err)
 		}
 	}
 }
