@@ -203,17 +203,31 @@ def test_payload_without_this_kernel_fails_clearly(
 
 def test_make_is_incremental(main_build: lab3build.Build, tmp_path: Path) -> None:
     """A second `make` finds the embedded BTF up to date (through the emitted Makefile.btfgen);
-    a changed BPF source makes it stale."""
-    env = main_build.env
+    a changed BPF source, another archive or another ARCH makes it stale."""
     assert (main_build.dir / "Makefile.btfgen").is_file()
-    query = ["make", "-q", f"BTFHUB_ARCHIVE={main_build.archive}",
-             "btfgen_manifest.json"]
-    assert subprocess.run(query, cwd=main_build.dir, env=env).returncode == 0
-    stale = tmp_path / "stale"
-    shutil.copytree(main_build.dir, stale, symlinks=True)
+    archive = f"BTFHUB_ARCHIVE={main_build.archive}"
+
+    def up_to_date(build: Path, *args: str) -> bool:
+        query = ["make", "-q", archive, *args, "btfgen_manifest.json"]
+        code = subprocess.run(query, cwd=build, env=main_build.env).returncode
+        assert code in (0, 1), f"make -q exited {code}"
+        return code == 0
+
+    assert up_to_date(main_build.dir)
+
+    def copy(name: str) -> Path:
+        return Path(shutil.copytree(main_build.dir, tmp_path / name, symlinks=True))
+
+    edited = copy("edited")
     # Now is later than the generation a moment ago: the source is newer than the objects.
-    os.utime(stale / "execsnoop.bpf.c")
-    assert subprocess.run(query, cwd=stale, env=env).returncode == 1
+    os.utime(edited / "execsnoop.bpf.c")
+    assert not up_to_date(edited)
+    # An older archive directory (a checkout made before this build) is still a change.
+    older = tmp_path / "older-archive"
+    shutil.copytree(main_build.archive, older)
+    os.utime(older, (0, 0))
+    assert not up_to_date(copy("archive"), f"BTFHUB_ARCHIVE={older}")
+    assert not up_to_date(copy("arch"), "ARCH=x86_64,arm64")
 
 
 def test_go_generate_builds(main_build: lab3build.Build, tmp_path: Path) -> None:
