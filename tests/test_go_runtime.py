@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from gobtfgen import hostinfo, keys, render
-from gobtfgen.pack import pack
+from gobtfgen.pack import pack, unpack
 from tests.gomod import NEWEST_EBPF, OLDEST_EBPF, find_go, make_module, run_go
 from tests.lookup_vectors import VECTORS, blobs, load
 from tests.tinybtf import label, tiny_btf
@@ -177,8 +178,13 @@ def test_go_fuzz_short(module: Path, target: str) -> None:
 
 
 def _random_cases(n: int) -> list[dict[str, str]]:
-    """os-release texts and releases built from the pieces that make parsers disagree."""
+    """os-release texts and releases built from the pieces that make parsers disagree, and
+    lookups of this arch's embedded releases from random os-release texts."""
     rng = random.Random(20260101)
+    vectors = load()
+    arch = keys.btfhub_arch(os.uname().machine) or "x86_64"
+    releases = sorted({keys.parse_key(k)[3] for k in vectors["payload"].get(arch, [])})
+    texts = list(vectors["os_releases"].values())
     names = ["ID", "VERSION_ID", "ID_LIKE", "PRETTY_NAME", "id", "_X", "9ID", "ID-X", ""]
     pieces = ['"', "'", "\\", " ", "\t", "#", "=", "\r", "\n", "ubuntu", "RHEL", "8.4", "2018.03",
               "amzn", ".", "/", "é", "\x00", "\x1c", "\u00a0", "fedora centos", "$", "`"]
@@ -194,7 +200,11 @@ def _random_cases(n: int) -> list[dict[str, str]]:
         release = "".join(rng.choice(rel_pieces) for _ in range(rng.randint(0, 7)))
         machine = rng.choice(["x86_64", "aarch64", "arm64", "amd64", "s390x", "AARCH64", ""])
         cases.append({"os_release": text, "release": release, "machine": machine})
-    vectors = load()
+        # A real distro's os-release with a release this arch embeds: hits, misses and
+        # ambiguities of rule 4 with their full error messages.
+        cases.append({"os_release": rng.choice(texts + [text]), "release": rng.choice(releases),
+                      "machine": rng.choice(["x86_64", "amd64"] if arch == "x86_64"
+                                            else ["aarch64", "arm64"])})
     cases += [{"os_release": t, "release": v["release"], "machine": v["machine"]}
               for t in vectors["os_releases"].values() for v in vectors["vectors"][:3]]
     return cases
@@ -209,6 +219,12 @@ def test_go_and_python_parse_the_same(module: Path, tmp_path: Path) -> None:
            env={"BTFGEN_PARSE_CASES": str(path)})
     go_results = json.loads((tmp_path / "cases.json.go.json").read_text())
     assert len(go_results) == len(cases)
+    arch = keys.btfhub_arch(os.uname().machine) or "x86_64"
+    # The very payload the Go side reads (it also holds this host's key).
+    _, by_key = unpack((module / render.payload_file(arch)).read_bytes())
+    ids: dict[bytes, int] = {}
+    entries = {k: ids.setdefault(b, len(ids)) for k, b in by_key.items()}
+    outcomes = {"hit": 0, "miss": 0, "ambiguous": 0, "arch": 0}
     for case, got in zip(cases, go_results, strict=True):
         osr = keys.OSRelease.parse(case["os_release"])
         markers = keys.release_markers(case["release"])
@@ -218,7 +234,19 @@ def test_go_and_python_parse_the_same(module: Path, tmp_path: Path) -> None:
             "versions": keys.version_candidates(osr.id, osr.version_id),
             "marker_ids": list(markers.ids), "marker_versions": list(markers.versions),
             "arch": keys.btfhub_arch(case["machine"]) or "",
+            "key": "", "via": "", "error": "", "kind": "",
         }
+        try:
+            hit = keys.lookup(entries, arch=arch, os_release=case["os_release"],
+                              machine=case["machine"], release=case["release"],
+                              override_env=f"{ENV_PREFIX}_BTF_FILE")
+            want.update(key=hit.key, via=hit.via)
+            outcomes["hit"] += 1
+        except keys.LookupFailure as exc:
+            want.update(error=str(exc), kind=exc.kind)
+            outcomes[exc.kind] += 1
         got = {k: (v if v is not None else ([] if k != "fields" else {}))
                for k, v in got.items()}
         assert got == want, case
+    assert all(outcomes.values()), outcomes  # every outcome was compared, messages included
+    print(f"compared {len(cases)} cases with Go: {outcomes}")

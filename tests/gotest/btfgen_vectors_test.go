@@ -512,6 +512,14 @@ func TestParseDifferential(t *testing.T) {
 		MarkerIDs  []string          `json:"marker_ids"`
 		MarkerVers []string          `json:"marker_versions"`
 		Arch       string            `json:"arch"`
+		Key        string            `json:"key"`
+		Via        string            `json:"via"`
+		Error      string            `json:"error"`
+		Kind       string            `json:"kind"`
+	}
+	x, err := btfgenEmbedded()
+	if err != nil {
+		t.Fatal(err)
 	}
 	out := make([]result, len(cases))
 	for i, c := range cases {
@@ -521,6 +529,13 @@ func TestParseDifferential(t *testing.T) {
 			Fields: btfgenParseOSRelease(c.OSRelease), ID: osr.id, VersionID: osr.versionID,
 			IDLike: osr.idLike, Versions: btfgenVersionCandidates(osr.id, osr.versionID),
 			MarkerIDs: ids, MarkerVers: vers, Arch: btfgenBTFHubArch(c.Machine),
+		}
+		entry, via, err := x.lookup(c.OSRelease, c.Machine, c.Release)
+		if err != nil {
+			out[i].Error = err.Error()
+			out[i].Kind = err.(*btfgenLookupError).kind
+		} else {
+			out[i].Key, out[i].Via = x.keys[entry], via
 		}
 	}
 	data, err := json.Marshal(out)
