@@ -133,8 +133,14 @@ def unpack(payload: bytes) -> tuple[str, dict[str, bytes]]:
         pos += n
         return index[pos - n:pos]
 
+    def text(raw: bytes) -> str:
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise PayloadError("a name in the index is not UTF-8") from None
+
     (arch_len,) = take("<H")
-    arch = take_bytes(arch_len).decode()
+    arch = text(take_bytes(arch_len))
     (n_chunks,) = take("<I")
     chunks: list[bytes] = []
     for _ in range(n_chunks):
@@ -162,7 +168,7 @@ def unpack(payload: bytes) -> tuple[str, dict[str, bytes]]:
     out: dict[str, bytes] = {}
     for _ in range(n_entries):
         (key_len,) = take("<H")
-        key = take_bytes(key_len).decode()
+        key = text(take_bytes(key_len))
         (blob_no,) = take("<I")
         if blob_no >= len(blobs):
             raise PayloadError("entry points past the blobs")
