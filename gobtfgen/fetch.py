@@ -117,10 +117,11 @@ def read_record(archive: Path) -> dict[str, object] | None:
 def sources_of(archive: Path) -> list[dict[str, str]] | None:
     """[{url, commit}] of the repositories a fetched view was made from, first wins."""
     record = read_record(archive)
-    if record is None or not isinstance(record.get("repos"), list):
+    repos = record.get("repos") if record else None
+    if not isinstance(repos, list):
         return None
     return [{"url": str(r.get("url")), "commit": str(r.get("commit"))}
-            for r in record["repos"] if isinstance(r, dict)]
+            for r in repos if isinstance(r, dict)]
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ stages and returns the outcome with the problems it collected.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from concurrent.futures import (
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gobtfgen import __version__, pack, render
+from gobtfgen import __version__, c_outputs, fetch, pack, render
 from gobtfgen.archive import (
     ARCHES,
     Kernel,
@@ -67,6 +68,9 @@ class GenerateOptions:
     cache_dir: Path = Path(".")
     strict: bool = False
     progress: bool | None = None  # None: when stderr is a terminal
+    lang: str = "go"  # the runtime of the "source" format: "go" or "c" (gobtfgen.c_outputs)
+    formats: tuple[str, ...] = ("source",)  # of c_outputs.FORMATS
+    ld: str = "ld"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,10 +301,19 @@ def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
             pending.add(executor.submit(minimize_kernel, task))
             if len(pending) >= 2 * max(1, options.jobs):
                 break
+        interned: dict[bytes, bytes] = {}  # sha256 -> the one copy of identical minimized BTFs
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 result = fut.result()
+                if result.btf is not None:
+                    # Thousands of kernels share a few distinct results: keep one copy of each,
+                    # so memory follows the payload, not the archive.
+                    digest = hashlib.sha256(result.btf).digest()
+                    result = dataclasses.replace(result, btf=interned.setdefault(digest,
+                                                                                 result.btf))
+                if len(results) % 200 == 199:
+                    cache.evict_raw()  # keep the raw cache bounded during long runs too
                 results.append(result)
                 if result.stamp is not None and result.kernel_sha:
                     memo.record(result.kernel.path, result.stamp, result.kernel_sha)
@@ -336,6 +349,10 @@ def render_makefile(options: GenerateOptions, p: Plan) -> str:
     flags = [f"--env-prefix {options.env_prefix}", f"--minimizer {options.minimizer}"]
     flags += [f"--include '{pat}'" for pat in options.include]
     flags += [f"--exclude '{pat}'" for pat in options.exclude]
+    if options.lang != "go":
+        flags.append(f"--lang {options.lang}")
+    if options.formats != ("source",):
+        flags.append(f"--format {','.join(options.formats)}")
     return render.render(
         "Makefile.btfgen.j2", mark=render.GENERATED_MARK, archive=_relative_archive(options),
         arches=",".join(options.arches), package=options.package,
@@ -384,7 +401,7 @@ def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelRes
     doc = {
         "generator": "gobtfgen",
         "gobtfgen_version": __version__,
-        "archive": {"path": options.archive_arg, "commit": archive_commit(options.archive)},
+        "archive": _archive_doc(options),
         "minimizer": identity,
         "objects": [{"path": os.path.relpath(os.path.abspath(o.path), out_abs),
                      "arches": list(o.arches), "core_relocations": o.core_relocations,
@@ -398,6 +415,18 @@ def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelRes
         "files": sorted([*files, MANIFEST]),
     }
     return json.dumps(doc, indent=1, sort_keys=False) + "\n"
+
+
+def _archive_doc(options: GenerateOptions) -> dict[str, object]:
+    doc: dict[str, object] = {"path": options.archive_arg,
+                              "commit": archive_commit(options.archive)}
+    # An archive made by gobtfgen fetch: a view over one or more checkouts, whose commits its
+    # record holds (the first repository's commit stands for the archive's).
+    sources = fetch.sources_of(options.archive)
+    if sources is not None:
+        doc["commit"] = doc["commit"] or (sources[0]["commit"] if sources else None)
+        doc["sources"] = sources
+    return doc
 
 
 def _run_digest(options: GenerateOptions, p: Plan, kernel_shas: Sequence[str],
@@ -489,14 +518,28 @@ def _build(options: GenerateOptions) -> Outcome:
                             + " | ".join(reasons))
     files: dict[str, bytes] = {}
     stats: dict[str, pack.PackStats] = {}
+    payloads: dict[str, bytes] = {}
     for arch in ARCHES:  # every arch gets a payload, so every GOARCH's embed finds its file
         entries = {r.kernel.key: r.btf for r in usable if r.kernel.arch == arch and r.btf}
-        payload, stats[arch] = pack.pack(arch, entries)
-        files[render.payload_file(arch)] = payload
-    ctx = render.go_context(package=options.package, env_prefix=options.env_prefix,
-                            kernel_count={a: s.entries for a, s in stats.items()})
-    for name, text in render.render_go_files(ctx).items():
-        files[name] = text.encode()
+        payloads[arch], stats[arch] = pack.pack(arch, entries)
+    if "source" in options.formats and options.lang == "go":
+        for arch, payload in payloads.items():
+            files[render.payload_file(arch)] = payload
+        ctx = render.go_context(package=options.package, env_prefix=options.env_prefix,
+                                kernel_count={a: s.entries for a, s in stats.items()})
+        for name, text in render.render_go_files(ctx).items():
+            files[name] = text.encode()
+    elif "source" in options.formats:
+        for name, text in c_outputs.render_c_files(
+                env_prefix=options.env_prefix, payloads=payloads,
+                counts={a: (s.entries, s.blobs) for a, s in stats.items()}).items():
+            files[name] = text.encode()
+    if "tar.gz" in options.formats or "ld" in options.formats:
+        tar_gz, tar_problems = c_outputs.targz({r.kernel.key: r.btf for r in usable if r.btf})
+        problems += tar_problems
+        files[c_outputs.TARGZ_FILE] = tar_gz
+        if "ld" in options.formats:
+            files[c_outputs.LD_FILE] = c_outputs.ld_object(tar_gz, ld=options.ld)
     files[MAKEFILE] = render_makefile(options, p).encode()
     files[KERNELS_LIST] = kernels_text(results).encode()
     files[MANIFEST] = manifest_json(options, p, results, identity, stats, list(files)).encode()

@@ -142,7 +142,7 @@ def run_progress(argv: Sequence[str], *, cwd: str | Path | None = None, tool: st
     try:
         assert proc.stderr is not None and proc.stdout is not None
         while True:
-            block = proc.stderr.read1(4096)
+            block = os.read(proc.stderr.fileno(), 4096)
             if not block:
                 break
             err += block

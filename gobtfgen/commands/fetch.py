@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     result = fetch.fetch(options_from_args(args))
     print_problems(list(result.problems))
     for repo in result.repos:
-        print(f"gobtfgen: {repo.url} at {repo.commit[:12]}: {repo.kernels} kernels", file=sys.stderr)
+        print(f"gobtfgen: {repo.url} at {repo.commit[:12]}: {repo.kernels} kernels",
+              file=sys.stderr)
     if result.shadowed:
         print(f"gobtfgen: {result.shadowed} kernels of later repositories hidden by an earlier "
               "one (first wins)", file=sys.stderr)

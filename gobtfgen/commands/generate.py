@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gobtfgen import pipeline, render
+from gobtfgen import c_outputs, fetch, pipeline, render
 from gobtfgen.archive import ARCH_ALIASES, ARCHES
 from gobtfgen.cache import default_cache_dir
 from gobtfgen.errors import UsageError
@@ -40,7 +40,9 @@ def register(sub: Any) -> None:
     add(p, "--object", env="GOBTFGEN_OBJECTS", kind="list", dest="objects", metavar="FILE",
         help="a BPF object (repeatable); none: bpf2go outputs found in the output directory")
     add(p, "--archive", env="BTFHUB_ARCHIVE", metavar="DIR",
-        help="btfhub-archive directory (<id>/<version>/<arch>/<release>.btf.tar.xz)")
+        help="btfhub-archive directory (<id>/<version>/<arch>/<release>.btf.tar.xz); default: "
+             "the archive `gobtfgen fetch` made in $BTFHUB_CACHE_DIR or "
+             f"{fetch.default_cache_dir()}")
     add(p, "--arch", env="GOBTFGEN_ARCH", default="x86_64,arm64",
         help="comma-separated arches to embed: x86_64 (amd64), arm64 (aarch64)")
     add(p, "--include", env="GOBTFGEN_INCLUDE", kind="list", metavar="PAT",
@@ -56,6 +58,15 @@ def register(sub: Any) -> None:
     add(p, "--jobs", "-j", env="GOBTFGEN_JOBS", default=os.cpu_count() or 1, kind="int",
         metavar="N", help="kernels minimized in parallel")
     add_minimizer_flags(p)
+    add(p, "--lang", env="GOBTFGEN_LANG", default="go", choices=list(c_outputs.LANGS),
+        help="the runtime to generate: go (btfgen*.go, GetBTFSpec) or c (btfgen.c and "
+             "btfgen.h, ensure_core_btf() for libbpf programs)")
+    add(p, "--format", env="GOBTFGEN_FORMAT", default="source", dest="formats",
+        metavar="LIST",
+        help="comma-separated outputs: source (the --lang code with the payload), tar.gz "
+             f"({c_outputs.TARGZ_FILE}, as bcc's libbpf-tools and bpf-compatible load it), ld "
+             f"(also {c_outputs.LD_FILE}, the tar.gz linked with `ld -r -b binary`)")
+    add(p, "--ld", env="LD", default="ld", metavar="PATH", help="ld for --format ld")
     add(p, "--env-prefix", env="GOBTFGEN_ENV_PREFIX", default="BTFGEN", metavar="PREFIX",
         help="prefix of the generated program's environment variables (PREFIX_BTF_FILE "
              "overrides the BTF at run time)")
@@ -106,9 +117,12 @@ def detect_package(directory: Path) -> str | None:
 
 def options_from_args(args: argparse.Namespace) -> pipeline.GenerateOptions:
     if not args.archive:
-        raise UsageError("no archive: pass --archive DIR or set BTFHUB_ARCHIVE to a "
-                         "btfhub-archive checkout (gobtfgen archive add makes one from this "
-                         "host's kernel)")
+        fetched = fetch.default_archive()
+        if fetched is None:
+            raise UsageError("no archive: pass --archive DIR or set BTFHUB_ARCHIVE to a "
+                             "btfhub-archive checkout (gobtfgen fetch downloads one, gobtfgen "
+                             "archive add makes one from this host's kernel)")
+        args.archive = str(fetched)
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be at least 1")
     output_dir = Path(args.output_dir)
@@ -124,7 +138,8 @@ def options_from_args(args: argparse.Namespace) -> pipeline.GenerateOptions:
         include=tuple(args.include), exclude=tuple(args.exclude), package=package,
         output_dir=output_dir, jobs=args.jobs, minimizer=args.minimizer, bpftool=args.bpftool,
         env_prefix=args.env_prefix, cache_dir=Path(args.cache_dir), strict=args.strict,
-        progress=True if args.progress else None)
+        progress=True if args.progress else None, lang=args.lang,
+        formats=c_outputs.parse_formats(args.formats), ld=args.ld)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"gobtfgen: {options.output_dir}: {len(w.written)} written, "
                   f"{len(w.unchanged)} unchanged, {len(w.removed)} removed, in "
                   f"{outcome.elapsed:.2f} s", file=err)
-        print(f"gobtfgen: to regenerate from go generate, put in a .go file of the package:\n"
-              f"  {outcome.go_generate}", file=err)
+        if options.lang == "go" and "source" in options.formats:
+            print(f"gobtfgen: to regenerate from go generate, put in a .go file of the "
+                  f"package:\n  {outcome.go_generate}", file=err)
     return outcome.exit_code
