@@ -106,8 +106,10 @@ def main() -> int:
                     return proc.returncode
 
                 t_bt, rc = best(run_bpftool, args.repeat)
-                t_py, py_out = best(lambda paths=paths, raw=raw: minimizer.minimize(raw, paths),
-                                    args.repeat)
+                def run_python(paths: list[Path] = paths, raw: Path = raw) -> bytes:
+                    return minimizer.minimize(raw, paths)
+
+                t_py, py_out = best(run_python, args.repeat)
                 bt_size = out.stat().st_size if rc == 0 else 0
                 if rc != 0:
                     failures[set_name] += 1

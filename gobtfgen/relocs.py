@@ -134,10 +134,12 @@ class Spec:
     raw_spec: list[int] = field(default_factory=list)
     spec: list[Accessor] = field(default_factory=list)
     bit_offset: int = 0
+    # libbpf's bookkeeping went astray (see _match_member): raw_spec may not be a real path.
+    quirk: bool = False
 
     def copy(self) -> Spec:
         return Spec(self.btf, self.root_type_id, self.relo_kind, list(self.raw_spec),
-                    list(self.spec), self.bit_offset)
+                    list(self.spec), self.bit_offset, self.quirk)
 
     def format(self) -> str:
         """bpf_core_format_spec, byte for byte (libbpf's debug log prints it)."""
@@ -459,7 +461,7 @@ def types_match(lb: BTF, lid: int, tb: BTF, tid: int, behind_ptr: bool = False,
 
 
 def _match_member(lb: BTF, local_acc: Accessor, tb: BTF, tid: int,
-                  spec: Spec) -> tuple[int, int]:
+                  spec: Spec, depth: int = 0) -> tuple[int, int]:
     """bpf_core_match_member: (found, next target type id).
 
     libbpf pushes every member speculatively and pops it when it is not the one; for a named
@@ -481,7 +483,7 @@ def _match_member(lb: BTF, local_acc: Accessor, tb: BTF, tid: int,
         if not targ_name:
             spec.bit_offset += bit_offset
             raw.append(i)
-            found, nxt = _match_member(lb, local_acc, tb, t_type, spec)
+            found, nxt = _match_member(lb, local_acc, tb, t_type, spec, depth + 1)
             if found:
                 return found, nxt
             spec.bit_offset -= bit_offset
@@ -493,6 +495,8 @@ def _match_member(lb: BTF, local_acc: Accessor, tb: BTF, tid: int,
             if fields_are_compat(lb, l_type, tb, t_type):
                 return 1, t_type
             spec.spec.pop()
+            if depth:
+                spec.quirk = True  # our caller will pop our entry instead of its own
             return 0, t_type
     return 0, 0
 

@@ -72,6 +72,14 @@ def k_handle(b: Builder, t: dict[str, int]) -> None:
     b.struct("gbt_holder", 8, [("h", handle, 0, 0)])
 
 
+def k_quirk(b: Builder, t: dict[str, int]) -> None:
+    # A `c` of the wrong kind inside an anonymous struct, then the real `c`: libbpf's search
+    # leaves the anonymous struct's offset on its spec and computes 20, not 16.
+    obj = b.struct("gbt_obj", 4, [("x", t["int"], 0, 0)])
+    anon = b.struct("", 8, [("pad", t["int"], 0, 0), ("c", obj, 32, 0)])
+    b.struct("gbt_dup", 24, [("a", t["int"], 0, 0), ("", anon, 32, 0), ("c", t["long"], 128, 0)])
+
+
 def kernel(*parts: Callable[[Builder, dict[str, int]], None], little_endian: bool = True,
            hdr_len: int = 24) -> bytes:
     b, t = base()
@@ -215,3 +223,12 @@ def test_pointer_target_kept_for_type_relocations(tmp_path: Path,
     assert section(results(out["bpftool"], obj), "kprobe/gbt_handle")[-1][:3] == ("ok", False, 1)
     assert section(results(out["python"], obj), "kprobe/gbt_handle") == full
     assert BTF(out["python"]).find_named("gbt_obj")
+
+
+def test_libbpf_search_quirk_reproduced(bpf_objects: dict[str, Path]) -> None:
+    obj = bpf_objects["synth"]
+    blob = kernel(k_quirk)
+    full = section(results(blob, obj), "kprobe/gbt_dup")
+    assert full[1][:3] == ("ok", False, 20)  # what libbpf computes, quirk included
+    py = minimize_btf(blob, [parse_object(obj)], compat=False)
+    assert section(results(py, obj), "kprobe/gbt_dup") == full

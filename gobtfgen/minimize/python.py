@@ -116,6 +116,9 @@ class _Marks:
 
     def record_field(self, spec: Spec) -> None:
         """btfgen_record_field_relo: the root, then each member on the raw access path."""
+        if spec.quirk and not self.compat:
+            self._record_field_whole(spec)
+            return
         k = self.k
         tid = spec.root_type_id
         self.mark_type(tid, False)
@@ -133,6 +136,42 @@ class _Marks:
             else:
                 raise MinimizeError(f"unsupported kind: {B.KIND_NAMES.get(kind)} ({tid}) on a "
                                     "field access path")
+
+    def _record_field_whole(self, spec: Spec) -> None:
+        """Keep every member of the composites the match looked into.
+
+        When libbpf's speculative push/pop goes astray (a same-named but incompatible member
+        inside an anonymous one), raw_spec is no longer a path and the computed offset depends
+        on members off the path; keeping all members of each composite on the accessor path,
+        anonymous ones included, reproduces the search exactly.
+        """
+        k = self.k
+        self.mark_type(spec.root_type_id, False)
+        cur = spec.root_type_id
+        for acc in spec.spec[1:]:
+            if acc.name:
+                # The search for this name started in `cur` and may have gone through any of
+                # its anonymous members; acc.type_id is where it ended.
+                self._mark_all_members(cur)
+                cur = k.member(acc.type_id, acc.idx)[1]
+            else:
+                arr = _skip(k, cur)
+                if k.kind(arr) != B.ARRAY:
+                    return
+                cur = k.array(arr)[0]
+                self.mark_type(cur, False)
+
+    def _mark_all_members(self, tid: int) -> None:
+        k = self.k
+        tid = _skip(k, tid)
+        if k.kind(tid) not in (B.STRUCT, B.UNION):
+            return
+        self.mark_type(tid, False)
+        for i, (name_off, mtype, _) in enumerate(k.members(tid)):
+            self.mark_member(tid, i)
+            self.mark_type(mtype, False)
+            if not name_off:
+                self._mark_all_members(mtype)
 
     def mark_type_match(self, tid: int, behind_ptr: bool) -> None:
         """btfgen_mark_type_match: every member, recursively, stopping behind pointers."""
@@ -295,6 +334,12 @@ class _Marks:
             for i in range(vlen):
                 rec[3 + 3 * i] = new_id.get(rec[3 + 3 * i], 0)
         return rec
+
+
+def _skip(k: BTF, tid: int) -> int:
+    while k.kind(tid) in B.MODS or k.kind(tid) == B.TYPEDEF:
+        tid = k.ref(tid)
+    return tid
 
 
 def _relo_where(obj: ParsedObject, out: Outcome) -> str:
