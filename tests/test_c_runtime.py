@@ -285,8 +285,8 @@ def test_corrupt_payloads_under_sanitizers(tmp_path: Path) -> None:
     out = tmp_path / "harness-asan"
     proc = _compile(cc, src, out, "-fsanitize=address,undefined", "-fno-sanitize-recover=all")
     if proc.returncode != 0:
-        pytest.skip(f"gcc cannot build with -fsanitize=address,undefined here ({proc.stderr[-200:]});"
-                    " apt-get install libasan8 libubsan1 to run this test")
+        pytest.skip("gcc cannot build with -fsanitize=address,undefined here "
+                    f"({proc.stderr[-200:]}); apt-get install libasan8 libubsan1 to run it")
     payload = tmp_path / "arm64.payload"
     payload.write_bytes(vector_payloads()["arm64"])
     run = subprocess.run([str(out), "corrupt", str(payload)], capture_output=True, text=True,
