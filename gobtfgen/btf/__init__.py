@@ -235,8 +235,10 @@ class BTF:
         want = self._wanted_offsets(wanted) if wanted else {}
         hits: list[int] = []
         hap = hits.append
+        # No `i < n` test per record: reading past the end raises IndexError, which ends the
+        # loop; the offset it appended last must then be exactly the end of the section.
         try:
-            while i < n:
+            while True:
                 ap(i)
                 if words[i] in want:
                     hap(len(offs) - 1)
@@ -251,8 +253,8 @@ class BTF:
                     steps[info] = skip[info >> 24] + (info & 0xFFFF) * mul[info >> 24]
                     i += steps[info]
         except IndexError:
-            raise BTFError(f"BTF type section ends inside type {len(offs) - 1}") from None
-        if i != n:
+            pass
+        if offs.pop() != n:
             raise BTFError(f"BTF type section ends inside type {len(offs) - 1}")
         if wanted:
             self._wanted = {name: [] for name in wanted}
