@@ -459,13 +459,10 @@ class BTF:
     def ptr_size(self) -> int:
         """libbpf's btf_ptr_sz: the size of a `long` alias, else the host's (8)."""
         if self._ptr_size is None:
-            size = 8
-            for alias in _LONG_ALIASES:
-                hit = [t for t in self.find_named(alias, (INT,)) if self.size(t) in (4, 8)]
-                if hit:
-                    size = self.size(min(hit))
-                    break
-            self._ptr_size = size
+            # libbpf's determine_ptr_size: the first INT (by id) named like `long`.
+            hits = [t for alias in _LONG_ALIASES for t in self.find_named(alias, (INT,))
+                    if self.size(t) in (4, 8)]
+            self._ptr_size = self.size(min(hits)) if hits else 8
         return self._ptr_size
 
 
