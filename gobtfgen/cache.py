@@ -15,10 +15,12 @@ concurrent runs at worst compute the same entry twice.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +96,10 @@ class StatMemo:
 
     def save(self) -> None:
         if self._dirty:
-            atomic_write(self.path, json.dumps(self._entries, sort_keys=True).encode())
+            # Best effort, like every cache write: a full or read-only cache costs re-reading
+            # the inputs next time, never the run.
+            with contextlib.suppress(OSError):
+                atomic_write(self.path, json.dumps(self._entries, sort_keys=True).encode())
             self._dirty = False
 
 
@@ -120,7 +125,8 @@ class Cache:
         return record if isinstance(record, dict) else None
 
     def put_run(self, output_dir: Path, record: dict[str, Any]) -> None:
-        atomic_write(self._run_path(output_dir), json.dumps(record, sort_keys=True).encode())
+        with contextlib.suppress(OSError):  # best effort: the next run is just not a fast one
+            atomic_write(self._run_path(output_dir), json.dumps(record, sort_keys=True).encode())
 
     # -- raw kernel BTF ----------------------------------------------------------------------
     def raw_path(self, kernel_sha: str) -> Path:
@@ -168,6 +174,25 @@ class Cache:
             return CachedResult(btf=None, error=base.with_suffix(".err").read_text())
         except OSError:
             return None
+
+    @contextlib.contextmanager
+    def computing(self, key: str) -> Iterator[None]:
+        """Held while one worker computes an entry, so another worker (or another gobtfgen run)
+        that needs the same entry (the same kernel file under two names, as btfhub has) waits
+        and takes it from the cache instead of computing it twice. 256 lock stripes: keys
+        sharing a stripe at worst wait for each other."""
+        path = self.root / "locks" / f"{key[:2]}.lock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            yield  # no lock on a read-only or full cache: at worst duplicate work
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def put_min(self, key: str, btf: bytes) -> None:
         atomic_write(self.min_dir / key[:2] / f"{key}.btf", btf)

@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # SIGTERM (CI cancelling a job) takes the same clean path as Ctrl-C.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        # SIGTERM (CI cancelling a job) takes the same clean path as Ctrl-C.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         parser = build_parser()
         args = parser.parse_args(argv)
         tools.VERBOSE = args.verbose

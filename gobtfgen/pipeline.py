@@ -218,9 +218,18 @@ def _minimize_kernel(task: Task) -> KernelResult:
     minimizer = _minimizer_for(task.minimizer, task.minimizer_options)
     key = minimize_key(sha, task.signature, minimizer.identity())
     cached = cache.get_min(key)
-    if cached is not None:
-        return KernelResult(kernel=kernel, status="cached" if cached.btf else "failed",
-                            btf=cached.btf, message=cached.error, kernel_sha=sha, stamp=stamp)
+    if cached is None:
+        with cache.computing(key):
+            cached = cache.get_min(key)  # another worker may have just made it
+            if cached is None:
+                return _compute(task, cache, minimizer, key, sha, data, stamp)
+    return KernelResult(kernel=kernel, status="cached" if cached.btf else "failed",
+                        btf=cached.btf, message=cached.error, kernel_sha=sha, stamp=stamp)
+
+
+def _compute(task: Task, cache: Cache, minimizer: Minimizer, key: str, sha: str,
+             data: bytes | None, stamp: list[object] | None) -> KernelResult:
+    kernel = task.kernel
     try:
         with tempfile.TemporaryDirectory(prefix="gobtfgen-") as tmp:
             raw_path = cache.raw_path(sha)
