@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gobtfgen.errors import InputError, Level, Problem
+from gobtfgen.keys import ARCHES
+
+__all__ = ["ARCHES", "Kernel", "scan_archive", "read_kernel_btf"]
 
 SUFFIX = ".btf.tar.xz"
-ARCHES = ("x86_64", "arm64")
-# What users (and Makefiles written for bpf2go or uname) call these arches.
-ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x86": "x86_64",
-                "arm64": "arm64", "aarch64": "arm64"}
 # The largest kernel BTF seen is ~27 MB (560k types); xz input past this is an xz bomb or not
 # a kernel BTF, and we stop inflating instead of exhausting memory.
 MAX_TAR_BYTES = 256 << 20

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from gobtfgen import c_outputs, fetch, pipeline, render
-from gobtfgen.archive import ARCH_ALIASES, ARCHES
 from gobtfgen.cache import default_cache_dir
 from gobtfgen.errors import UsageError
+from gobtfgen.keys import ARCHES, btfhub_arch
 from gobtfgen.minimize import available
 from gobtfgen.options import add
 from gobtfgen.report import human_bytes, print_problems
@@ -86,7 +86,9 @@ def parse_arches(value: str) -> tuple[str, ...]:
     for item in value.replace(" ", ",").split(","):
         if not item:
             continue
-        arch = ARCH_ALIASES.get(item.strip().lower())
+        name = item.strip().lower()
+        # Makefiles written for bpf2go say x86 (its target name); uname and Go say the rest.
+        arch = "x86_64" if name == "x86" else btfhub_arch(name)
         if arch is None:
             raise UsageError(f"--arch {item!r} is not a btfhub arch; use "
                              f"{' or '.join(ARCHES)} (amd64/aarch64 are accepted too)")
