@@ -166,6 +166,184 @@ def _guard_for(obj: ParsedObject, out: Outcome, guards: dict[tuple[str, str], li
     return f"{_GUARD_MACRO[best.relo.kind]}({_local_target(obj, best)})"
 
 
+# -- reachability with the kernel's relocated constants ------------------------------------------
+#
+# libbpf patches an existence check into `rX = 0/1`; the compiler branches on it; the verifier
+# then never visits the branch the constant rules out, so a poisoned instruction there is
+# harmless. The same walk here tells a guarded failure from an unguarded one per kernel.
+
+_MAX_STEPS = 200_000
+_U64 = (1 << 64) - 1
+_Reg = tuple[int | None, int | None]  # (known value, index of the relocation it came from)
+_UNKNOWN: _Reg = (None, None)
+
+
+def _signed(v: int, bits: int) -> int:
+    return v - (1 << bits) if v >> (bits - 1) & 1 else v
+
+
+def _branch(op: int, a: int, b: int, bits: int) -> bool | None:
+    mask = (1 << bits) - 1
+    a &= mask
+    b &= mask
+    sa, sb = _signed(a, bits), _signed(b, bits)
+    table = {0x10: a == b, 0x20: a > b, 0x30: a >= b, 0x40: bool(a & b), 0x50: a != b,
+             0x60: sa > sb, 0x70: sa >= sb, 0xA0: a < b, 0xB0: a <= b, 0xC0: sa < sb,
+             0xD0: sa <= sb}
+    return table.get(op)
+
+
+def _alu(op: int, a: int, b: int, bits: int) -> int | None:
+    mask = (1 << bits) - 1
+    if op == 0x00:
+        r = a + b
+    elif op == 0x10:
+        r = a - b
+    elif op == 0x20:
+        r = a * b
+    elif op == 0x40:
+        r = a | b
+    elif op == 0x50:
+        r = a & b
+    elif op == 0x60:
+        r = a << (b & (bits - 1))
+    elif op == 0x70:
+        r = (a & mask) >> (b & (bits - 1))
+    elif op == 0xA0:
+        r = a ^ b
+    else:
+        return None
+    return r & mask
+
+
+def reachable(code: bytes, entries: Iterable[int], consts: dict[int, tuple[int, int]]
+              ) -> tuple[set[int], set[int]] | None:
+    """Instructions reachable from the entries (instruction indexes) and the relocations whose
+    constants decided a branch; None when the program is too big to walk.
+
+    consts: instruction index -> (patched immediate, relocation index) for `rX = imm` and
+    `rX = imm64` instructions libbpf patches.
+    """
+    n = len(code) // 8
+    seen: set[tuple[int, tuple[_Reg, ...]]] = set()
+    reached: set[int] = set()
+    deciders: set[int] = set()
+    start = tuple([_UNKNOWN] * 11)
+    work = [(pc, start) for pc in entries]
+    steps = 0
+    while work:
+        pc, regs = work.pop()
+        while 0 <= pc < n:
+            key = (pc, regs)
+            if key in seen:
+                break
+            seen.add(key)
+            steps += 1
+            if steps > _MAX_STEPS:
+                return None
+            reached.add(pc)
+            o = pc * 8
+            opc = code[o]
+            dst = code[o + 1] & 0x0F
+            src = code[o + 1] >> 4
+            off = int.from_bytes(code[o + 2:o + 4], "little", signed=True)
+            imm = int.from_bytes(code[o + 4:o + 8], "little", signed=True)
+            cls = opc & 0x07
+            r = list(regs)
+            if opc == 0x18:  # rX = imm64 (two slots)
+                if pc in consts:
+                    r[dst] = (consts[pc][0], consts[pc][1])
+                elif o + 16 <= len(code) and src == 0:
+                    hi = int.from_bytes(code[o + 12:o + 16], "little")
+                    r[dst] = (((hi << 32) | (imm & 0xFFFFFFFF)) & _U64, None)
+                else:
+                    r[dst] = _UNKNOWN
+                regs = tuple(r)
+                pc += 2
+                continue
+            if cls in (0x04, 0x07) and dst < 11:  # ALU, ALU64
+                bits = 64 if cls == 0x07 else 32
+                op = opc & 0xF0
+                if opc & 0x08:
+                    operand: _Reg = r[src] if src < 11 else _UNKNOWN
+                else:
+                    operand = (consts[pc][0], consts[pc][1]) if pc in consts else (imm, None)
+                if op == 0xB0:  # mov
+                    val = operand[0]
+                    r[dst] = (None if val is None else val & ((1 << bits) - 1), operand[1])
+                elif r[dst][0] is not None and operand[0] is not None:
+                    res = _alu(op, r[dst][0] or 0, operand[0] or 0, bits)
+                    r[dst] = (res, r[dst][1] if r[dst][1] is not None else operand[1])
+                else:
+                    r[dst] = _UNKNOWN
+                regs = tuple(r)
+                pc += 1
+                continue
+            if cls in (0x05, 0x06):  # JMP, JMP32
+                op = opc & 0xF0
+                if op == 0x90:  # exit
+                    break
+                if op == 0x80:  # call
+                    if src == 1:  # bpf-to-bpf call: the callee runs with unknown arguments
+                        work.append((pc + imm + 1, start))
+                    for reg in range(6):
+                        r[reg] = _UNKNOWN
+                    regs = tuple(r)
+                    pc += 1
+                    continue
+                if op == 0x00:  # ja
+                    pc += (imm if cls == 0x06 else off) + 1
+                    continue
+                bits = 64 if cls == 0x05 else 32
+                a = r[dst] if dst < 11 else _UNKNOWN
+                b: _Reg = (r[src] if src < 11 else _UNKNOWN) if opc & 0x08 else (imm, None)
+                taken = None
+                if a[0] is not None and b[0] is not None:
+                    taken = _branch(op, a[0], b[0], bits)
+                if taken is None:
+                    work.append((pc + off + 1, regs))
+                    pc += 1
+                    continue
+                for origin in (a[1], b[1]):
+                    if origin is not None:
+                        deciders.add(origin)
+                pc = pc + off + 1 if taken else pc + 1
+                continue
+            if cls == 0x01 and dst < 11:  # LDX
+                r[dst] = _UNKNOWN
+            elif cls == 0x03 and opc & 0xE0 == 0xC0:  # atomic: may write src and r0
+                if src < 11:
+                    r[src] = _UNKNOWN
+                r[0] = _UNKNOWN
+            regs = tuple(r)
+            pc += 1
+    return reached, deciders
+
+
+_MOV_IMM = frozenset({0xB7, 0xB4, 0x18})
+
+
+def _section_reach(obj: ParsedObject, section: str, outs: Sequence[Outcome]
+                   ) -> tuple[set[int], dict[int, Outcome]] | None:
+    code = obj.code.get(section)
+    if code is None or not obj.little_endian:
+        return None
+    consts: dict[int, tuple[int, int]] = {}
+    for i, out in enumerate(outs):
+        pc = out.relo.insn_off // 8
+        if out.relo.section != section or pc * 8 + 8 > len(code):
+            continue
+        if code[pc * 8] in _MOV_IMM and out.error is None and out.result is not None \
+                and not out.result.poison:
+            consts[pc] = (out.result.new_val, i)
+    entries = [value // 8 for sec, value, _ in obj.symbols if sec == section]
+    walked = reachable(code, entries or [0], consts)
+    if walked is None:
+        return None
+    reached, deciders = walked
+    return reached, {i: outs[i] for i in deciders}
+
+
 def check_kernel(kernel: str, raw: bytes, objects: Sequence[ParsedObject]) -> KernelReport:
     try:
         return _check_kernel(kernel, raw, objects)
@@ -185,17 +363,44 @@ def _check_kernel(kernel: str, raw: bytes, objects: Sequence[ParsedObject]) -> K
         for out in outs:
             if out.relo.kind in _GUARD_MACRO and out.error is None:
                 guards.setdefault((out.relo.section, _guard_key(obj, out.relo)), []).append(out)
+        reach: dict[str, tuple[set[int], dict[int, Outcome]] | None] = {}
         for out in outs:
             if not _failed(obj, out):
                 continue
+            sec = out.relo.section
+            if sec not in reach:
+                reach[sec] = _section_reach(obj, sec, outs)
             status, effect = _effect(out)
+            if out.error is not None:
+                guard = None  # libbpf refuses the whole program, reachable or not
+            elif reach[sec] is not None:
+                guard = _cfg_guard(obj, out, reach[sec])
+            else:
+                guard = _guard_for(obj, out, guards)  # no code to walk: name heuristic
             failures.append(Failure(
-                object=obj.path.name, program=obj.function_at(out.relo.section, out.relo.insn_off),
-                section=out.relo.section, target=_local_target(obj, out),
+                object=obj.path.name, program=obj.function_at(sec, out.relo.insn_off),
+                section=sec, target=_local_target(obj, out),
                 kind=RELO_KIND_NAMES.get(out.relo.kind, str(out.relo.kind)), status=status,
-                effect=effect, guard=_guard_for(obj, out, guards),
-                detail=out.error or ""))
+                effect=effect, guard=guard, detail=out.error or ""))
     return KernelReport(kernel=kernel, failures=tuple(_dedup(failures)))
+
+
+def _cfg_guard(obj: ParsedObject, out: Outcome,
+               reach: tuple[set[int], dict[int, Outcome]] | None) -> str | None:
+    """The check that makes the failing instruction unreachable on this kernel, if any."""
+    assert reach is not None
+    reached, deciders = reach
+    if out.relo.insn_off // 8 in reached:
+        return None
+    if not deciders:
+        return "code that never reaches it"
+    key = _guard_key(obj, out.relo)
+    ranked = sorted(deciders.values(), key=lambda g: (_guard_key(obj, g.relo) != key,
+                                                      g.relo.kind not in _GUARD_MACRO,
+                                                      g.relo.index))
+    best = ranked[0]
+    macro = _GUARD_MACRO.get(best.relo.kind, "a CO-RE constant")
+    return f"{macro}({_local_target(obj, best)})"
 
 
 def _dedup(failures: Iterable[Failure]) -> list[Failure]:
@@ -259,10 +464,12 @@ def format_human(reports: Sequence[KernelReport], objects: Sequence[ParsedObject
                     f" [{f.detail}]")
             tag = "FAIL "
         elif g.guarded:
-            head = f"{n} {kernels} lack `{f.target}`, guarded by `{f.guard}` {where}, fine"
+            lack = "lacks" if n == 1 else "lack"
+            head = f"{n} {kernels} {lack} `{f.target}`, guarded by `{f.guard}` {where}, fine"
             tag = "ok   "
         else:
             verb = "mismatch" if "size changed" in f.effect else "lack"
+            verb += "es" if n == 1 and verb == "mismatch" else "s" if n == 1 else ""
             head = f"{n} {kernels} {verb} `{f.target}` ({f.kind}), unguarded {where}: {f.effect}"
             tag = "FAIL "
         lines.append(tag + head)

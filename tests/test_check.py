@@ -57,9 +57,9 @@ def test_sample_kernels_human_and_json(tmp_path: Path, bpf_objects: dict[str, Pa
     assert "2 kernels lack `task_struct.gobtfgen_no_such_field` (byte_off), unguarded in " \
            "`handle_exec`" in out
     # Each layout of task_struct::state is guarded by the __state existence check.
-    assert ("1 kernel lack `task_struct___post514.__state`, guarded by "
+    assert ("1 kernel lacks `task_struct___post514.__state`, guarded by "
             "`bpf_core_field_exists(task_struct___post514.__state)` in `handle_exec`") in out
-    assert "1 kernel lack `task_struct___pre514.state`, guarded by" in out
+    assert "1 kernel lacks `task_struct___pre514.state`, guarded by" in out
 
     assert main([*args, "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
@@ -116,3 +116,31 @@ def test_unreadable_kernel_is_reported_not_fatal(tmp_path: Path, bpf_objects: di
     assert rc == 1
     assert "test/1/x86_64/2.0: not checked" in out
     assert "gobtfgen check: 1 kernels" in out
+
+
+def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return bytes([code, dst | (src << 4)]) + off.to_bytes(2, "little", signed=True) \
+        + imm.to_bytes(4, "little", signed=True)
+
+
+def test_reachability_follows_relocated_constants() -> None:
+    # 0: r1 = <exists relo>   1: if r1 == 0 goto +2   2: r0 = <read relo>   3: exit
+    # 4: r0 = 0               5: exit
+    # (clang writes the local answer, 1, into the immediate; libbpf patches it per kernel)
+    code = b"".join([_insn(0xB7, 1, imm=1), _insn(0x15, 1, off=2), _insn(0xB7, 0, imm=8),
+                     _insn(0x95), _insn(0xB7, 0), _insn(0x95)])
+    reached, deciders = checker.reachable(code, [0], {0: (1, 7)}) or (set(), set())
+    assert reached == {0, 1, 2, 3} and deciders == {7}
+    reached, deciders = checker.reachable(code, [0], {0: (0, 7)}) or (set(), set())
+    assert reached == {0, 1, 4, 5} and deciders == {7}
+    reached, deciders = checker.reachable(code, [0], {}) or (set(), set())
+    assert reached == {0, 1, 2, 3} and not deciders
+    # An unknown register (a load) keeps both branches.
+    code = b"".join([_insn(0x79, 1, 1), *code[8:]])
+    reached, deciders = checker.reachable(code, [0], {}) or (set(), set())
+    assert reached == set(range(6)) and not deciders
+    # A 32-bit move, a register copy and a JNE with a register operand still decide.
+    code = b"".join([_insn(0xB4, 2), _insn(0xBF, 3, 2), _insn(0xB7, 4, imm=0),
+                     _insn(0x5D, 3, 4, off=1), _insn(0x95), _insn(0xB7, 0), _insn(0x95)])
+    reached, _ = checker.reachable(code, [0], {0: (0, 1)}) or (set(), set())
+    assert 5 not in reached and 4 in reached
