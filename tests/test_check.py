@@ -136,7 +136,7 @@ def test_reachability_follows_relocated_constants() -> None:
     reached, deciders = checker.reachable(code, [0], {}) or (set(), set())
     assert reached == {0, 1, 2, 3} and not deciders
     # An unknown register (a load) keeps both branches.
-    code = b"".join([_insn(0x79, 1, 1), *code[8:]])
+    code = _insn(0x79, 1, 1) + code[8:]
     reached, deciders = checker.reachable(code, [0], {}) or (set(), set())
     assert reached == set(range(6)) and not deciders
     # A 32-bit move, a register copy and a JNE with a register operand still decide.
