@@ -2,11 +2,12 @@
 
 A relocation fails on a kernel when libbpf finds no target for it (the instruction is poisoned,
 or a type size/id reads 0) or refuses it (ambiguity, an unreadable bitfield: the program does
-not load). A failure is *guarded* when the same program asks an existence question
-(bpf_core_field_exists, bpf_core_type_exists, bpf_core_enum_value_exists, type_matches) about
-the same type, any flavour of it, and that question can steer around the failing access; this
-is a heuristic on relocations, not a control-flow analysis, and the report says which check it
-relied on.
+not load). A failure is *guarded* on a kernel when the instruction is unreachable there: libbpf
+patches existence checks (bpf_core_field_exists, bpf_core_type_exists, ...) into constants,
+the verifier never visits the branch such a constant rules out, and a poisoned instruction in
+it is harmless. `reachable` walks each program with that kernel's constants the same way. For
+objects whose code cannot be walked (big-endian), a name heuristic stands in: an existence
+check in the same program on the same type, or a flavour of it.
 """
 
 from __future__ import annotations
