@@ -747,7 +747,7 @@ def calc_relo_insn(relo: CoreRelo, lb: BTF, cands: list[int] | None, tb: BTF,
     `trace` receives (candidate index, matched, formatted candidate spec) per candidate, the
     lines libbpf's debug log prints, for differential tests against libbpf itself.
     """
-    if not 0 < relo.type_id < len(lb):
+    if relo.type_id >= len(lb):
         return Outcome(relo=relo, local=None, result=None, matches=(),
                        error=f"parse: local type {relo.type_id} does not exist")
     try:
