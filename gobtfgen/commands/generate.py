@@ -157,9 +157,11 @@ def run(args: argparse.Namespace) -> int:
               f"{c['cached']} from cache, {c['skipped']} skipped, {c['failed']} failed "
               f"({outcome.minimizer_identity})", file=err)
         for arch, s in outcome.stats.items():
-            if s.entries:
+            if s.entries and "source" in options.formats:
                 ratio = 100.0 * s.payload_bytes / max(s.raw_bytes, 1)
-                print(f"gobtfgen: {render.payload_file(arch)}: {s.entries} kernels, {s.blobs} "
+                shown = (render.payload_file(arch) if options.lang == "go"
+                         else c_outputs.payload_header(arch))
+                print(f"gobtfgen: {shown}: {s.entries} kernels, {s.blobs} "
                       f"unique BTFs, {human_bytes(s.raw_bytes)} minimized -> "
                       f"{human_bytes(s.payload_bytes)} ({ratio:.1f}%)", file=err)
         w = outcome.written
