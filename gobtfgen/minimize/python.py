@@ -12,7 +12,18 @@ header, and a failure wherever bpftool fails.
 - an ambiguous or otherwise failing relocation marks what it matched, so it fails the same way
   against the minimized BTF, instead of aborting the whole kernel;
 - enum-value relocations keep only the enumerators they reference (the enum keeps its name,
-  kind, size and signedness); enums reached any other way stay whole.
+  kind, size and signedness); enums reached any other way stay whole;
+- a type kept for a field read whose pointer target was dropped (`void *` in the output) is
+  kept whole when it is also a candidate of a type relocation, so bpf_core_type_exists and
+  friends answer as against the full BTF (bpftool's output can flip them);
+- when libbpf's member search leaves a spec that is not a real path (a same-named member of
+  another kind inside an anonymous one), the composites searched are kept whole.
+
+The property both are tested for, on every sample kernel, on synthetic kernels and on random
+ones: every relocation resolves against the output as against the full kernel BTF (target
+type ids aside, which minimization renumbers), and python-compat's bytes are bpftool's.
+The output is a valid BTF in bpftool's layout: marked types in id order, ids remapped,
+unmarked pointer targets as void, strings interned in first-use order, 24-byte header.
 """
 
 from __future__ import annotations
