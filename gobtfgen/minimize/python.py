@@ -61,7 +61,6 @@ from gobtfgen.relocs import (
 # Bump when the output of either minimizer may change: it is part of the cache key.
 VERSION = "1"
 
-_LONG_ALIASES = ("long", "long int", "long unsigned int", "unsigned long")
 
 
 class _Marks:
@@ -362,7 +361,7 @@ def _relo_where(obj: ParsedObject, out: Outcome) -> str:
 
 def open_kernel(data: bytes | memoryview, objects: Sequence[ParsedObject]) -> BTF:
     """Index a kernel BTF for these objects' candidate names."""
-    return BTF(data, wanted=wanted_names(objects) | set(_LONG_ALIASES))
+    return BTF(data, wanted=wanted_names(objects))  # BTF adds `long` and its aliases
 
 
 def mark(kernel: BTF, objects: Sequence[ParsedObject], *, compat: bool
