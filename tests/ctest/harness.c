@@ -11,6 +11,10 @@
  *                                  at $HARNESS_NATIVE_PATH when set; prints rc, source, the
  *                                  temporary file's mode, size and crc32, whether
  *                                  clean_core_btf() removed it
+ *   harness diff PAYLOAD CASES     per case (as for lookup), length-prefixed fields "N:bytes":
+ *                                  id, version_id, id_like, version candidates, marker ids,
+ *                                  marker versions, btfhub arch (lists joined by \x1d), then
+ *                                  the lookup's key, via, failure kind and message
  *   harness corrupt PAYLOAD        every truncation and many byte flips of PAYLOAD must give
  *                                  errors, never a crash (run it under the sanitizers)
  */
@@ -156,6 +160,90 @@ static int do_find(unsigned int flags)
 	return 0;
 }
 
+static void put(const char *s)
+{
+	printf("%zu:%s", strlen(s), s);
+}
+
+static void put_list(const char *const *items, size_t n)
+{
+	struct btfgen_str b = { 0 };
+
+	btfgen_add(&b, "");
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			btfgen_add(&b, "\x1d");
+		btfgen_add(&b, items[i]);
+	}
+	put(b.s);
+	free(b.s);
+}
+
+static int do_diff(const char *payload_path, const char *cases_path)
+{
+	size_t plen, clen, pos = 0;
+	unsigned char *payload = read_file(payload_path, &plen);
+	unsigned char *cases = read_file(cases_path, &clen);
+	struct btfgen_str err = { 0 };
+	struct btfgen_index x;
+
+	if (btfgen_parse_payload(payload, plen, &x, &err)) {
+		fprintf(stderr, "parse %s: %s\n", payload_path, err.s);
+		return 1;
+	}
+	while (pos + 12 <= clen) {
+		char *field[3], versions[3][256];
+		const char *list[3];
+		size_t flen[3];
+		struct btfgen_os_release osr;
+		struct btfgen_markers m;
+		const char *via = "";
+		long entry = -1;
+		enum btfgen_failure f;
+		int nv;
+
+		for (int i = 0; i < 3; i++) {
+			flen[i] = btfgen_le32(cases + pos);
+			pos += 4;
+			if (pos + flen[i] > clen)
+				exit(4);
+			field[i] = btfgen_strndup((const char *)cases + pos, flen[i]);
+			pos += flen[i];
+		}
+		if (btfgen_parse_os_release(field[0], flen[0], &osr))
+			exit(5);
+		put(osr.id);
+		put(osr.version_id);
+		put_list((const char *const *)osr.id_like, osr.n_id_like);
+		nv = btfgen_version_candidates(osr.id, osr.version_id, versions);
+		for (int i = 0; i < nv; i++)
+			list[i] = versions[i];
+		put_list(list, (size_t)nv);
+		btfgen_markers_of(field[2], &m);
+		put_list(m.ids, (size_t)m.n_ids);
+		for (int i = 0; i < m.n_versions; i++)
+			list[i] = m.versions[i];
+		put_list(list, (size_t)m.n_versions);
+		put(btfgen_btfhub_arch(field[1]));
+		err.len = 0;
+		btfgen_add(&err, "");
+		f = btfgen_lookup(&x, field[0], flen[0], field[1], field[2], &entry, &via, &err);
+		put(f == BTFGEN_OK ? x.keys[entry] : "");
+		put(f == BTFGEN_OK ? via : "");
+		put(f == BTFGEN_OK ? "" : kind_name(f));
+		put(f == BTFGEN_OK ? "" : err.s);
+		putchar('\n');
+		btfgen_os_release_free(&osr);
+		for (int i = 0; i < 3; i++)
+			free(field[i]);
+	}
+	btfgen_index_free(&x);
+	free(err.s);
+	free(payload);
+	free(cases);
+	return 0;
+}
+
 static void try_payload(const unsigned char *data, size_t len)
 {
 	struct btfgen_str err = { 0 };
@@ -214,6 +302,8 @@ int main(int argc, char **argv)
 	if (argc >= 2 && !strcmp(argv[1], "find"))
 		return do_find(argc > 2 && !strcmp(argv[2], "ignore-native") ?
 				       BTFGEN_IGNORE_NATIVE : 0);
+	if (argc == 4 && !strcmp(argv[1], "diff"))
+		return do_diff(argv[2], argv[3]);
 	if (argc == 3 && !strcmp(argv[1], "corrupt"))
 		return do_corrupt(argv[2]);
 	fprintf(stderr, "usage: harness lookup PAYLOAD CASES | find [ignore-native] | "
