@@ -170,11 +170,11 @@ def run_progress(argv: Sequence[str], *, cwd: str | Path | None = None, tool: st
 
 def git(args: Sequence[str], *, git: str = "git", cwd: str | Path | None = None,
         progress: bool = False) -> Result:
-    """Run git with a fixed environment: no prompt for credentials (a fetch in CI must fail,
-    not hang), no user or system config changing what a clone does, English messages."""
+    """Run git with no prompt for credentials (a fetch in CI must fail, not hang) and English
+    messages (errors are matched and quoted). The user's git config stays in force: proxies,
+    CA bundles and insteadOf mirrors are how many networks reach GitHub at all."""
     env = dict(os.environ)
-    env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_CONFIG_NOSYSTEM": "1",
-                "GIT_ADVICE": "0"})
+    env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
     return run_progress([git, *args], cwd=cwd, tool="git", env=env, show=progress)
 
 

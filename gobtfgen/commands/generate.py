@@ -125,6 +125,8 @@ def options_from_args(args: argparse.Namespace) -> pipeline.GenerateOptions:
                              "btfhub-archive checkout (gobtfgen fetch downloads one, gobtfgen "
                              "archive add makes one from this host's kernel)")
         args.archive = str(fetched)
+        if not args.quiet:
+            print(f"gobtfgen: archive {fetched} (made by gobtfgen fetch)", file=sys.stderr)
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be at least 1")
     output_dir = Path(args.output_dir)
