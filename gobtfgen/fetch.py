@@ -47,13 +47,24 @@ _DISTRO_RE = re.compile(r"^[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)?$")
 
 
 def default_cache_dir() -> Path:
+    """$BTFHUB_CACHE (the variable bpf-compatible's script reads), else the user's cache dir.
+    $BTFHUB_CACHE_DIR, the flag's own variable, wins over both."""
+    if os.environ.get("BTFHUB_CACHE"):
+        return Path(os.environ["BTFHUB_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "gobtfgen" / "btfhub"
 
 
+def default_repos() -> list[str]:
+    """$BTFHUB_REPO (bpf-compatible's script), else btfhub-archive on GitHub. $BTFHUB_REPO_URL,
+    the flag's own variable, wins over both."""
+    return [u for u in os.environ.get("BTFHUB_REPO", "").replace(",", " ").split() if u] or \
+        [DEFAULT_REPO]
+
+
 def default_archive() -> Path | None:
-    """The archive the last fetch made in the default (or $BTFHUB_CACHE_DIR) cache, if any."""
-    cache = Path(os.environ.get("BTFHUB_CACHE_DIR") or default_cache_dir())
+    """The archive the last fetch made in the default cache, if any."""
+    cache = Path(os.environ.get("BTFHUB_CACHE_DIR") or default_cache_dir()).expanduser()
     link = cache / ARCHIVE_LINK
     return link if (link / RECORD).is_file() else None
 

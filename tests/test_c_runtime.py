@@ -89,6 +89,30 @@ def test_payload_string_round_trips() -> None:
     assert f"#define BTFGEN_PAYLOAD_LEN {len(data)}u" in text
 
 
+def test_lang_and_format_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gobtfgen import cli
+    from gobtfgen.errors import UsageError
+    from gobtfgen.options import resolve_lists
+
+    assert c_outputs.parse_formats("source") == ("source",)
+    assert c_outputs.parse_formats("ld, tar.gz,SOURCE") == ("source", "tar.gz", "ld")
+    for bad in ("", "zip", "source,zip"):
+        with pytest.raises(UsageError):
+            c_outputs.parse_formats(bad)
+    for name in ("GOBTFGEN_LANG", "GOBTFGEN_FORMAT"):
+        monkeypatch.delenv(name, raising=False)
+    args = cli.build_parser().parse_args(["generate"])
+    assert (args.lang, args.formats) == ("go", "source")
+    # Flag beats env beats default.
+    monkeypatch.setenv("GOBTFGEN_LANG", "c")
+    monkeypatch.setenv("GOBTFGEN_FORMAT", "tar.gz")
+    args = cli.build_parser().parse_args(["generate"])
+    resolve_lists(args)
+    assert (args.lang, args.formats) == ("c", "tar.gz")
+    args = cli.build_parser().parse_args(["generate", "--lang", "go", "--format", "ld"])
+    assert (args.lang, args.formats) == ("go", "ld")
+
+
 # ---- compiled: the harness ---------------------------------------------------------------------
 
 def _compile(cc: str, src_dir: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from gobtfgen import cli, fetch
+from gobtfgen.commands import fetch as fetch_command
 from gobtfgen.errors import UsageError
+from gobtfgen.options import resolve_lists
 from tests.conftest import FIXTURES, REPO, compile_bpf, need
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
@@ -91,8 +93,8 @@ def archive_files(cache: Path) -> dict[str, bytes]:
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("BTFHUB_REPO_URL", "BTFHUB_CACHE_DIR", "GOBTFGEN_ARCH", "GOBTFGEN_FETCH_DISTRO",
-                 "BTFHUB_ARCHIVE", "GIT"):
+    for name in ("BTFHUB_REPO_URL", "BTFHUB_CACHE_DIR", "BTFHUB_REPO", "BTFHUB_CACHE",
+                 "GOBTFGEN_ARCH", "GOBTFGEN_FETCH_DISTRO", "BTFHUB_ARCHIVE", "GIT"):
         monkeypatch.delenv(name, raising=False)
     for name, value in GIT_ENV.items():
         monkeypatch.setenv(name, value)
@@ -270,3 +272,22 @@ def test_generate_uses_the_fetched_archive_and_records_its_commit(
     assert manifest["archive"]["commit"] == head
     assert manifest["archive"]["sources"] == [{"url": url, "commit": head}]
     assert [k["key"] for k in manifest["kernels"] if k["status"] == "embedded"] == keys
+
+
+def test_bpf_compatible_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """bpf-compatible's script reads $BTFHUB_CACHE and $BTFHUB_REPO; the flags' own
+    variables ($BTFHUB_CACHE_DIR, $BTFHUB_REPO_URL) win over them."""
+    monkeypatch.setenv("BTFHUB_CACHE", str(tmp_path / "eunomia"))
+    monkeypatch.setenv("BTFHUB_REPO", "file:///a, file:///b")
+    args = cli.build_parser().parse_args(["fetch"])
+    resolve_lists(args)
+    options = fetch_command.options_from_args(args)
+    assert options.cache_dir == tmp_path / "eunomia"
+    assert options.repos == ("file:///a", "file:///b")
+    monkeypatch.setenv("BTFHUB_CACHE_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("BTFHUB_REPO_URL", "file:///c")
+    args = cli.build_parser().parse_args(["fetch"])
+    resolve_lists(args)
+    options = fetch_command.options_from_args(args)
+    assert options.cache_dir == tmp_path / "mine" and options.repos == ("file:///c",)
+    assert fetch.default_archive() is None  # nothing fetched there

@@ -23,11 +23,13 @@ def register(sub: Any) -> None:
                     "is given, and records the commits in its manifest. An interrupted or "
                     "failed fetch leaves the previous view as it was.")
     add(p, "--repo", env="BTFHUB_REPO_URL", kind="list", dest="repos", metavar="URL",
-        default=[fetch.DEFAULT_REPO],
+        default=fetch.default_repos(),
         help="a btfhub-archive git repository (repeatable; in the variable, separate several "
-             "with spaces or commas); the first one wins on a kernel several hold")
+             "with spaces or commas; $BTFHUB_REPO is read too); the first one wins on a kernel "
+             "several hold")
     add(p, "--cache-dir", env="BTFHUB_CACHE_DIR", default=str(fetch.default_cache_dir()),
-        metavar="DIR", help="where the checkouts go; the archive is DIR/archive")
+        metavar="DIR", help="where the checkouts go ($BTFHUB_CACHE is read too); the archive "
+                            "is DIR/archive")
     add(p, "--arch", env="GOBTFGEN_ARCH", default="x86_64,arm64",
         help="comma-separated arches to download: x86_64 (amd64), arm64 (aarch64)")
     add(p, "--distro", env="GOBTFGEN_FETCH_DISTRO", kind="list", dest="distros",
