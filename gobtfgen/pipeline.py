@@ -190,6 +190,15 @@ def _minimizer_for(name: str, options: tuple[tuple[str, str], ...]) -> Minimizer
         return _minimizers[key]
 
 
+def _fresh_minimizer(name: str, options: tuple[tuple[str, str], ...]) -> Minimizer:
+    """A minimizer checked now (bpftool found and recent enough, with today's PATH), which the
+    worker threads of this process then share."""
+    minimizer = get_minimizer(name, **dict(options))
+    with _minimizers_lock:
+        _minimizers[(name, options)] = minimizer
+    return minimizer
+
+
 def minimize_kernel(task: Task) -> KernelResult:
     """One kernel: content hash, cache lookup, inflate, minimize, store. Runs in a worker.
     Whatever goes wrong becomes this kernel's problem; the run goes on."""
@@ -280,7 +289,7 @@ def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
     cache = Cache(options.cache_dir)
     minimizer_options = _minimizer_options(options)
     # Build the minimizer here first: a missing or too old bpftool is one clear error up front.
-    minimizer = _minimizer_for(options.minimizer, minimizer_options)
+    minimizer = _fresh_minimizer(options.minimizer, minimizer_options)
     results: list[KernelResult] = []
     tasks: list[Task] = []
     for kernel in p.kernels:
@@ -494,7 +503,7 @@ def _build(options: GenerateOptions) -> Outcome:
     cache = Cache(options.cache_dir)
     memo = cache.memo()
     p = plan(options, memo)
-    identity = _minimizer_for(options.minimizer, _minimizer_options(options)).identity()
+    identity = _fresh_minimizer(options.minimizer, _minimizer_options(options)).identity()
     # Fast path: the same inputs as the last run into this directory, whose outputs nobody
     # touched since. Costs a stat per kernel and a hash per output file.
     known = [memo.lookup(k.path) if p.objects_by_arch.get(k.arch) else "-" for k in p.kernels]

@@ -92,10 +92,14 @@ def run(argv: Sequence[str], *, cwd: str | Path | None = None, tool: str | None 
 MIN_BPFTOOL = (7, 0, 0)
 
 
-@cache
 def bpftool_version(bpftool: str) -> tuple[str, tuple[int, int, int]]:
     """Return (resolved path, version) of a bpftool that supports gen min_core_btf."""
-    exe = resolve(bpftool, tool="bpftool")
+    exe = resolve(bpftool, tool="bpftool")  # every time: PATH may have changed
+    return exe, _bpftool_version_of(exe)
+
+
+@cache
+def _bpftool_version_of(exe: str) -> tuple[int, int, int]:
     out = run([exe, "version"], tool="bpftool").stdout
     match = re.search(r"v(\d+)\.(\d+)\.(\d+)", out)
     if not match:
@@ -108,7 +112,7 @@ def bpftool_version(bpftool: str) -> tuple[str, tuple[int, int, int]]:
         raise ToolError(f"bpftool {'.'.join(map(str, version))} at {exe} is too old: "
                         "gen min_core_btf needs bpftool >= 7.0 (or the one of Linux >= 5.18); "
                         "upgrade it (Debian 12: apt-get install bpftool) or pass --bpftool")
-    return exe, version
+    return version
 
 
 def bpftool_min_core_btf(bpftool: str, source: Path, output: Path,
