@@ -6,23 +6,27 @@ non-cone sparse checkout, whose missing blobs git fetches in one batch).
 
 Layout of the cache directory:
 
-    archive -> views/<name>     what `generate` reads (its default --archive)
-    views/<name>/               the repositories merged, first wins: real folders, each kernel
-                                a relative symlink into a tree; .gobtfgen-fetch.json records
-                                the repositories and commits
+    archive/                    what `generate` reads (its default --archive): the repositories
+                                merged, first wins; real folders, each kernel a relative
+                                symlink into a tree; .gobtfgen-fetch.json records the
+                                repositories and commits
     repos/<slug>/git            bare, shallow, partial clone of one repository
     repos/<slug>/trees/<name>   sparse worktrees of it, one per (commit, selection)
     .lock                       one fetch at a time
 
-A fetch builds a complete new tree and view beside the old ones and switches `archive` with one
-rename, so a failed or interrupted fetch leaves the previous view (and the trees it points into)
-as they were; leftovers are removed by the next fetch. Worktrees share the object store, so an
+A fetch builds a complete new tree and archive folder beside the old ones and exchanges the two
+folders in one renameat2(RENAME_EXCHANGE), so a failed or interrupted fetch leaves the previous
+archive (and the trees it points into) as they were; leftovers are removed by the next fetch.
+`archive` is a real folder, not a symlink to one: `find archive` (Makefile.btfgen's dependency
+list) does not descend into a symlinked starting point. Worktrees share the object store, so an
 update downloads only the files that changed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
 import hashlib
 import json
@@ -240,10 +244,9 @@ class _Repo:
 
 def _build_view(cache: Path, trees: list[tuple[str, str, Path]],
                 options: FetchOptions) -> tuple[Path, list[RepoState], int, int, list[Problem]]:
-    """views/<new>: every kernel of the trees, first tree wins on a key."""
-    views = cache / "views"
-    views.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=views, prefix=".new-"))
+    """A new archive folder beside cache/archive (same depth, so its relative links stay
+    right once it takes that name): every kernel of the trees, first tree wins on a key."""
+    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{ARCHIVE_LINK}-new-"))
     seen: set[str] = set()
     shadowed = 0
     states: list[RepoState] = []
@@ -269,24 +272,48 @@ def _build_view(cache: Path, trees: list[tuple[str, str, Path]],
                   "distros": list(options.distros), "ref": options.ref,
                   "repos": [vars(s) for s in states], "kernels": len(seen)}
         (tmp / RECORD).write_text(json.dumps(record, indent=1) + "\n")
-        digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
-        final = views / digest
-        if final.exists():
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, final)
+        tmp.chmod(0o755)  # mkdtemp made it 0700
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final, states, len(seen), shadowed, problems
+    return tmp, states, len(seen), shadowed, problems
 
 
-def _switch(cache: Path, view: Path) -> None:
-    """Point cache/archive at view in one rename: readers see the old view or the new one."""
-    tmp = cache / f".{ARCHIVE_LINK}.{os.getpid()}.tmp"
-    tmp.unlink(missing_ok=True)
-    os.symlink(os.path.relpath(view, cache), tmp)
-    os.replace(tmp, cache / ARCHIVE_LINK)
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (renameat2 RENAME_EXCHANGE, Linux 3.15); False when the
+    kernel, libc or file system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, f"exchange {a} and {b}: {os.strerror(err)}")
+
+
+def _switch(cache: Path, new: Path) -> Path | None:
+    """Put new in place of cache/archive; returns where the old archive went (to remove)."""
+    archive = cache / ARCHIVE_LINK
+    if archive.is_symlink():  # made by an earlier gobtfgen that linked to a view
+        archive.unlink()
+    if not archive.exists():
+        os.rename(new, archive)
+        return None
+    if _exchange(new, archive):
+        return new
+    # No atomic exchange here: two renames, with a moment in which no archive exists.
+    old = cache / f".{ARCHIVE_LINK}-old-{os.getpid()}"
+    os.rename(archive, old)
+    os.rename(new, archive)
+    return old
 
 
 def fetch(options: FetchOptions) -> FetchResult:
@@ -295,9 +322,15 @@ def fetch(options: FetchOptions) -> FetchResult:
     patterns = sparse_patterns(options.arches, options.distros)
     cache = options.cache_dir
     with _locked(cache):
-        if (cache / ARCHIVE_LINK).exists() and not (cache / ARCHIVE_LINK).is_symlink():
-            raise InputError(f"{cache / ARCHIVE_LINK} is not a link made by gobtfgen fetch; "
-                             "pass another --cache-dir")
+        archive = cache / ARCHIVE_LINK
+        if archive.is_dir() and not archive.is_symlink() and not (archive / RECORD).is_file() \
+                and any(archive.iterdir()):
+            raise InputError(f"{archive} was not made by gobtfgen fetch; pass another "
+                             "--cache-dir")
+        # Leftovers of an interrupted fetch: half-built or replaced archive folders.
+        for child in cache.glob(f".{ARCHIVE_LINK}-*"):
+            shutil.rmtree(child, ignore_errors=True)
+        shutil.rmtree(cache / "views", ignore_errors=True)  # made by an earlier gobtfgen
         repos = [_Repo(options, url) for url in dict.fromkeys(options.repos)]
         trees: list[tuple[str, str, Path]] = []
         for repo in repos:
@@ -307,12 +340,11 @@ def fetch(options: FetchOptions) -> FetchResult:
             except ToolError as exc:
                 raise ToolError(f"fetch {repo.url}: {exc}; the previous archive in {cache} "
                                 "is unchanged") from None
-        view, states, kernels, shadowed, problems = _build_view(cache, trees, options)
-        _switch(cache, view)
-        # Only now is anything old unreachable: remove other views and trees.
-        for child in (cache / "views").iterdir():
-            if child != view:
-                shutil.rmtree(child, ignore_errors=True)
+        new, states, kernels, shadowed, problems = _build_view(cache, trees, options)
+        old = _switch(cache, new)
+        # Only now is anything old unreachable: remove the old archive folder and trees.
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         keep = {cache / s.tree for s in states}
         for repo in repos:
             repo.prune(keep)
