@@ -17,7 +17,9 @@ COMMANDS = ["generate", "minimize", "host", "archive", "check", "fetch"]
 EXIT_INTERRUPTED = 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with only, just that subcommand's module is imported (an unchanged
+    `gobtfgen generate` then starts without loading the other commands' dependencies)."""
     parser = argparse.ArgumentParser(
         prog="gobtfgen",
         description="Minimized, embedded kernel BTF for Go eBPF programs, so CO-RE programs "
@@ -27,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print every external command before running it")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
+        if only is not None and name != only:
+            continue
         try:
             module = importlib.import_module(f"gobtfgen.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -41,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # SIGTERM (CI cancelling a job) takes the same clean path as Ctrl-C.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-        parser = build_parser()
+        argv = list(sys.argv[1:] if argv is None else argv)
+        # Global options take no values, so the first word that is not an option is the command.
+        command = next((a for a in argv if not a.startswith("-")), None)
+        parser = build_parser(only=command if command in COMMANDS else None)
         args = parser.parse_args(argv)
         tools.VERBOSE = args.verbose
         if not getattr(args, "func", None):

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from gobtfgen.errors import UsageError
 from gobtfgen.keys import ARCHES, GOARCH_OF_ARCH
+
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = ["ARCHES", "GOARCH_OF", "GENERATED_MARK"]
 
@@ -86,6 +88,8 @@ def go_context(*, package: str, env_prefix: str,
 
 @lru_cache(maxsize=1)
 def _env() -> jinja2.Environment:
+    import jinja2  # here: a run with nothing to render never pays for it
+
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                               trim_blocks=True, lstrip_blocks=True, autoescape=False)

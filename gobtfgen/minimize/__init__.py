@@ -7,6 +7,7 @@ cache key, so switching minimizer (or upgrading bpftool) never serves a stale re
 from __future__ import annotations
 
 import abc
+import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -63,12 +64,10 @@ FACTORIES: dict[str, Callable[..., Minimizer]] = {
 
 
 def available() -> list[str]:
-    names = ["bpftool"]
-    try:
-        from gobtfgen.minimize import python  # noqa: F401  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return names
-    return [*names, "python-compat", "python"]
+    # find_spec, not import: listing the choices must not load the Python minimizer.
+    if importlib.util.find_spec("gobtfgen.minimize.python") is None:
+        return ["bpftool"]
+    return ["bpftool", "python-compat", "python"]
 
 
 def get_minimizer(name: str, **options: str) -> Minimizer:
