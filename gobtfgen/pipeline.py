@@ -424,7 +424,7 @@ def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelRes
         "objects": [{"path": os.path.relpath(os.path.abspath(o.path), out_abs),
                      "arches": list(o.arches), "core_relocations": o.core_relocations,
                      "signature": o.signature} for o in p.objects],
-        "payload": {arch: {"file": render.payload_file(arch), "kernels": s.entries,
+        "payload": {arch: {"file": _payload_name(options, arch), "kernels": s.entries,
                            "unique_btfs": s.blobs, "raw_bytes": s.raw_bytes,
                            "payload_bytes": s.payload_bytes} for arch, s in stats.items()},
         "kernels": [{"key": r.kernel.key, "status": "embedded" if r.btf else r.status,
@@ -433,6 +433,13 @@ def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelRes
         "files": sorted([*files, MANIFEST]),
     }
     return json.dumps(doc, indent=1, sort_keys=False) + "\n"
+
+
+def _payload_name(options: GenerateOptions, arch: str) -> str | None:
+    """The file holding an arch's payload: none when only the tar.gz/ld formats are written."""
+    if "source" not in options.formats:
+        return None
+    return render.payload_file(arch) if options.lang == "go" else c_outputs.payload_header(arch)
 
 
 def _archive_doc(options: GenerateOptions) -> dict[str, object]:
