@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import io
 import struct
-import tarfile
-import tempfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -113,6 +111,8 @@ def render_c_files(*, env_prefix: str, payloads: Mapping[str, bytes],
 def targz(entries: Mapping[str, bytes]) -> tuple[bytes, list[Problem]]:
     """min_core_btfs.tar.gz of {key: minimized BTF}: `./<key>.btf` members, sorted, with no
     time, owner or host in them (same input, same bytes)."""
+    import tarfile  # here: `generate` without --format tar.gz never pays for it
+
     problems: list[Problem] = []
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
@@ -147,6 +147,8 @@ def gzip_with_mark(data: bytes) -> bytes:
 
 def ld_object(tar_gz: bytes, *, ld: str = "ld") -> bytes:
     """min_core_btfs_tar.o: the tar.gz as a relocatable object, as bcc's Makefile links it."""
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="gobtfgen-ld-") as tmp:
         source = Path(tmp) / TARGZ_FILE
         source.write_bytes(tar_gz)

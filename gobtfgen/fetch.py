@@ -25,7 +25,6 @@ update downloads only the files that changed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import hashlib
@@ -285,6 +284,8 @@ _RENAME_EXCHANGE = 2  # linux/fs.h
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically (renameat2 RENAME_EXCHANGE, Linux 3.15); False when the
     kernel, libc or file system cannot."""
+    import ctypes  # here: only a fetch that replaces an archive needs it
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
