@@ -405,3 +405,32 @@ def test_c_and_python_agree_on_random_inputs(harness: Path, tmp_path: Path) -> N
             "built for a GOARCH gobtfgen does not embed (amd64, arm64)")
         assert got == want, (text, machine, release)
     assert all(outcomes.values()), outcomes
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize(("macro", "arch", "machine"), [
+    ("__x86_64__", "x86_64", "x86_64"), ("__aarch64__", "arm64", "aarch64"),
+    ("__riscv", "", None)])
+def test_each_arch_build_takes_its_payload(tmp_path: Path, macro: str, arch: str,
+                                           machine: str | None) -> None:
+    """The arch selection of btfgen.c, preprocessed alone for each target (this machine has
+    no cross toolchain to build the whole file for arm64): the payload of that arch, and for
+    an arch btfhub does not have, none."""
+    cc = _need_build_tools("gcc")
+    src = render_into(tmp_path)
+    text = (src / "btfgen.c").read_text()
+    start = text.index("#if defined(__x86_64__)")
+    block = text[start:text.index("#endif", start) + len("#endif")]
+    (src / "select.c").write_text(block + "\nPAYLOAD_ARCH=BTFGEN_PAYLOAD_ARCH "
+                                          "MACHINE=BTFGEN_MACHINE\n")
+    proc = subprocess.run([cc, "-E", "-P", "-undef", f"-D{macro}=1", "-I", str(src),
+                           str(src / "select.c")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    want_machine = f'"{machine}"' if machine else "NULL"
+    assert last == f'PAYLOAD_ARCH="{arch}" MACHINE={want_machine}', last
+    if arch:
+        payload = vector_payloads()[arch]
+        assert f'"{arch}"' in (src / c_outputs.payload_header(arch)).read_text()
+        assert f"#define BTFGEN_PAYLOAD_LEN {len(payload)}u" in \
+            (src / c_outputs.payload_header(arch)).read_text()
