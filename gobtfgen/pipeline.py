@@ -239,15 +239,15 @@ def _minimize_kernel(task: Task) -> KernelResult:
 def _compute(task: Task, cache: Cache, minimizer: Minimizer, key: str, sha: str,
              data: bytes | None, stamp: list[object] | None) -> KernelResult:
     kernel = task.kernel
+    spare: Path | None = None  # the raw BTF outside the cache, when the cache could not take it
     try:
-        with tempfile.TemporaryDirectory(prefix="gobtfgen-") as tmp:
-            raw_path = cache.raw_path(sha)
-            if not cache.has_raw(sha):
-                if data is None:
-                    data = kernel.path.read_bytes()
-                raw = btf_from_tar(inflate_xz(data, what=kernel.path), what=kernel.path)
-                raw_path = _store_raw(cache, sha, raw, Path(tmp))
-            out = minimizer.minimize(raw_path, task.objects)
+        raw_path = cache.raw_path(sha)
+        if not cache.has_raw(sha):
+            if data is None:
+                data = kernel.path.read_bytes()
+            raw = btf_from_tar(inflate_xz(data, what=kernel.path), what=kernel.path)
+            raw_path = spare = _store_raw(cache, sha, raw)
+        out = minimizer.minimize(raw_path, task.objects)
         check_btf(out, what=f"{minimizer.identity()} output for {kernel.key}")
     except (InputError, MinimizeError) as exc:
         # Remember deterministic failures so an unchanged re-run runs no minimizer; a minimizer
@@ -257,23 +257,33 @@ def _compute(task: Task, cache: Cache, minimizer: Minimizer, key: str, sha: str,
                 cache.put_min_error(key, str(exc))
         return KernelResult(kernel=kernel, status="failed", message=str(exc), kernel_sha=sha,
                             stamp=stamp)
+    finally:
+        if spare is not None and spare != cache.raw_path(sha):
+            with contextlib.suppress(OSError):
+                spare.unlink()
     with contextlib.suppress(OSError):
         cache.put_min(key, out)
     return KernelResult(kernel=kernel, status="minimized", btf=out, kernel_sha=sha, stamp=stamp)
 
 
-def _store_raw(cache: Cache, sha: str, raw: bytes, tmp: Path) -> Path:
+def _store_raw(cache: Cache, sha: str, raw: bytes) -> Path:
     """Keep the raw BTF in the cache, or, when the cache cannot take it (full disk), in a
-    temporary file for this kernel only."""
+    temporary file for this kernel only (the caller removes it)."""
     try:
         return cache.put_raw(sha, raw)
     except OSError:
         pass
+    path: Path | None = None
     try:
-        path = tmp / "kernel.btf"
-        path.write_bytes(raw)
+        fd, name = tempfile.mkstemp(prefix="gobtfgen-kernel-", suffix=".btf")
+        path = Path(name)
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
         return path
     except OSError as exc:
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()
         raise MinimizeError(f"cannot store the kernel BTF for the minimizer ({exc.strerror}); "
                             "free space in the cache (--cache-dir) or $TMPDIR",
                             cacheable=False) from None
