@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from gobtfgen.errors import UsageError
+from gobtfgen.keys import ARCHES, btfhub_arch
 
 _LIST_DEFAULT = "_list_default_"
 
@@ -63,3 +64,21 @@ def resolve_lists(args: argparse.Namespace) -> None:
             if getattr(args, dest, None) is None:
                 setattr(args, dest, list(default))
             delattr(args, name)
+
+
+def parse_arches(value: str) -> tuple[str, ...]:
+    arches: list[str] = []
+    for item in value.replace(" ", ",").split(","):
+        if not item:
+            continue
+        name = item.strip().lower()
+        # Makefiles written for bpf2go say x86 (its target name); uname and Go say the rest.
+        arch = "x86_64" if name == "x86" else btfhub_arch(name)
+        if arch is None:
+            raise UsageError(f"--arch {item!r} is not a btfhub arch; use "
+                             f"{' or '.join(ARCHES)} (amd64/aarch64 are accepted too)")
+        if arch not in arches:
+            arches.append(arch)
+    if not arches:
+        raise UsageError(f"--arch is empty; use {','.join(ARCHES)}")
+    return tuple(arches)

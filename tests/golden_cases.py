@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gobtfgen import pipeline, render
+from gobtfgen import c_outputs, pipeline, render
 from gobtfgen.objects import BpfObject
+from gobtfgen.pack import pack
+from tests.btfdata import tiny_btf
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
@@ -47,4 +49,9 @@ def cases() -> dict[str, dict[str, str]]:
                  exclude=("*-rt-*",)),
         _plan(("bpf/a_bpfel.o",)))
     out["custom"] = files
+    # The C runtime (--lang c), with one tiny kernel per arch so the payload headers are short.
+    payloads = {arch: pack(arch, {f"debian/12/{arch}/6.1.0-1-{arch}": tiny_btf((arch,))})[0]
+                for arch in render.ARCHES}
+    out["c"] = c_outputs.render_c_files(env_prefix="BTFGEN", payloads=payloads,
+                                        counts={arch: (1, 1) for arch in render.ARCHES})
     return out

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 from gobtfgen import cli
-from gobtfgen.commands.generate import detect_package, options_from_args, parse_arches
+from gobtfgen.commands.generate import detect_package, options_from_args
 from gobtfgen.errors import UsageError
+from gobtfgen.options import parse_arches
 
 
 def parse(argv: list[str]):  # type: ignore[no-untyped-def]

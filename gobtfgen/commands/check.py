@@ -21,8 +21,6 @@ _objects = ObjectCache()
 
 
 def register(sub: Any) -> None:
-    from gobtfgen.commands.generate import parse_arches  # noqa: F401  (shared flag rules)
-
     p = sub.add_parser(
         "check", help="report which CO-RE relocations fail on which archive kernels",
         description="Resolve every CO-RE relocation of the BPF objects against every selected "
@@ -68,7 +66,7 @@ def _check_one(kernel: Kernel, object_paths: Sequence[Path]) -> checker.KernelRe
 
 
 def run(args: argparse.Namespace) -> int:
-    from gobtfgen.commands.generate import parse_arches
+    from gobtfgen.options import parse_arches
 
     if not args.archive:
         raise UsageError("no archive: pass --archive DIR or set BTFHUB_ARCHIVE to a "

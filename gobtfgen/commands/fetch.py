@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gobtfgen import fetch
-from gobtfgen.commands.generate import parse_arches
-from gobtfgen.options import add
+from gobtfgen.options import add, parse_arches
 from gobtfgen.report import print_problems
 
 

@@ -12,9 +12,8 @@ from typing import Any
 from gobtfgen import c_outputs, fetch, pipeline, render
 from gobtfgen.cache import default_cache_dir
 from gobtfgen.errors import UsageError
-from gobtfgen.keys import ARCHES, btfhub_arch
 from gobtfgen.minimize import available
-from gobtfgen.options import add
+from gobtfgen.options import add, parse_arches
 from gobtfgen.report import human_bytes, print_problems
 
 _PACKAGE_RE = re.compile(rb"^package\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
@@ -79,24 +78,6 @@ def register(sub: Any) -> None:
     add(p, "--quiet", "-q", env="GOBTFGEN_QUIET", kind="bool",
         help="print only warnings and errors")
     p.set_defaults(func=run)
-
-
-def parse_arches(value: str) -> tuple[str, ...]:
-    arches: list[str] = []
-    for item in value.replace(" ", ",").split(","):
-        if not item:
-            continue
-        name = item.strip().lower()
-        # Makefiles written for bpf2go say x86 (its target name); uname and Go say the rest.
-        arch = "x86_64" if name == "x86" else btfhub_arch(name)
-        if arch is None:
-            raise UsageError(f"--arch {item!r} is not a btfhub arch; use "
-                             f"{' or '.join(ARCHES)} (amd64/aarch64 are accepted too)")
-        if arch not in arches:
-            arches.append(arch)
-    if not arches:
-        raise UsageError(f"--arch is empty; use {','.join(ARCHES)}")
-    return tuple(arches)
 
 
 def detect_package(directory: Path) -> str | None:
