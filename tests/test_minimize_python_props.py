@@ -146,3 +146,22 @@ def test_random_kernels(blob: bytes, bpf_objects: dict[str, Path],
     assert ours == theirs, proc.stderr.decode()[-300:]
     py = minimize_btf(blob, objs, compat=False, verify=False)
     assert results(py, objs) == results(blob, objs)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.data_too_large])
+@given(blob=kernels(), flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 2**32 - 1)),
+                                      min_size=1, max_size=4))
+def test_corrupt_kernels_fail_cleanly(blob: bytes, flips: list[tuple[int, int]],
+                                      bpf_objects: dict[str, Path]) -> None:
+    """A damaged kernel BTF is a MinimizeError for that kernel, never a crash."""
+    data = bytearray(blob)
+    for pos, value in flips:
+        word = 24 + (pos * 4) % max(4, len(data) - 27)
+        data[word:word + 4] = value.to_bytes(4, "little")
+    objs = [parse_object(bpf_objects[n]) for n in ("synth", "fields", "types", "tracer")]
+    for compat in (True, False):
+        try:
+            minimize_btf(bytes(data), objs, compat=compat)
+        except MinimizeError:
+            pass
