@@ -293,8 +293,11 @@ def _minimizer_options(options: GenerateOptions) -> tuple[tuple[str, str], ...]:
 
 
 def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
-                 on_result: Callable[[KernelResult], None] | None = None
+                 on_result: Callable[[KernelResult], None] | None = None,
+                 meanwhile: Callable[[], None] | None = None,
                  ) -> tuple[list[KernelResult], str]:
+    """Minimize every kernel of the plan in a bounded pool; meanwhile runs in this thread once
+    the first tasks are submitted."""
     cache = Cache(options.cache_dir)
     minimizer_options = _minimizer_options(options)
     # Build the minimizer here first: a missing or too old bpftool is one clear error up front.
@@ -331,6 +334,8 @@ def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
             pending.add(executor.submit(minimize_kernel, task))
             if len(pending) >= 2 * max(1, options.jobs):
                 break
+        if meanwhile is not None:
+            meanwhile()
         interned: dict[bytes, bytes] = {}  # sha256 -> the one copy of identical minimized BTFs
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -534,12 +539,24 @@ def _build(options: GenerateOptions) -> Outcome:
             memo.save()
             return _unchanged_outcome(record, start)
     problems = list(p.problems)
+    prerendered: dict[str, bytes] = {}
+
+    def prerender() -> None:
+        # What depends only on the options is rendered while the workers minimize (the main
+        # thread would only wait): jinja2's import and template compilation cost nothing then.
+        prerendered[MAKEFILE] = render_makefile(options, p).encode()
+        if options.lang == "go":
+            ctx = render.go_context(package=options.package, env_prefix=options.env_prefix)
+            prerendered.update((n, t.encode()) for n, t in render.render_go_files(ctx).items())
+
     progress = Progress(len(p.kernels), label="kernels", enabled=options.progress)
     try:
-        results, identity = minimize_all(p, options, memo,
+        results, identity = minimize_all(p, options, memo, meanwhile=prerender,
                                          on_result=lambda r: progress.advance(r.status))
     finally:
         progress.close()
+    if not prerendered:
+        prerender()
     for r in results:
         if r.status == "failed":
             problems.append(Problem(level=Level.WARNING, subject=r.kernel.key,
@@ -562,10 +579,7 @@ def _build(options: GenerateOptions) -> Outcome:
     if "source" in options.formats and options.lang == "go":
         for arch, payload in payloads.items():
             files[render.payload_file(arch)] = payload
-        ctx = render.go_context(package=options.package, env_prefix=options.env_prefix,
-                                kernel_count={a: s.entries for a, s in stats.items()})
-        for name, text in render.render_go_files(ctx).items():
-            files[name] = text.encode()
+        files.update(prerendered)
     elif "source" in options.formats:
         for name, text in c_outputs.render_c_files(
                 env_prefix=options.env_prefix, payloads=payloads,
@@ -577,7 +591,7 @@ def _build(options: GenerateOptions) -> Outcome:
         files[c_outputs.TARGZ_FILE] = tar_gz
         if "ld" in options.formats:
             files[c_outputs.LD_FILE] = c_outputs.ld_object(tar_gz, ld=options.ld)
-    files[MAKEFILE] = render_makefile(options, p).encode()
+    files[MAKEFILE] = prerendered[MAKEFILE]
     files[KERNELS_LIST] = kernels_text(results).encode()
     files[MANIFEST] = manifest_json(options, p, results, identity, stats, list(files)).encode()
     written = write_outputs(options.output_dir, files)

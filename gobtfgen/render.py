@@ -69,11 +69,9 @@ class GoContext:
     arch_files: tuple[ArchFile, ...]
     others_go_file: str  # build-tagged file for every other GOARCH (empty payload)
     others_build_tag: str  # "!amd64 && !arm64"
-    kernel_count: dict[str, int]  # btfhub arch -> kernels in its payload (for messages)
 
 
-def go_context(*, package: str, env_prefix: str,
-               kernel_count: dict[str, int] | None = None) -> GoContext:
+def go_context(*, package: str, env_prefix: str) -> GoContext:
     validate_package(package)
     validate_env_prefix(env_prefix)
     arch_files = tuple(ArchFile(goarch=GOARCH_OF[a], arch=a, go_file=go_file_for(GOARCH_OF[a]),
@@ -81,8 +79,7 @@ def go_context(*, package: str, env_prefix: str,
     return GoContext(
         package=package, generated_mark=GENERATED_MARK, override_env=f"{env_prefix}_BTF_FILE",
         arch_files=arch_files, others_go_file=go_file_for(None),
-        others_build_tag=" && ".join(f"!{f.goarch}" for f in arch_files),
-        kernel_count=dict(kernel_count or {}))
+        others_build_tag=" && ".join(f"!{f.goarch}" for f in arch_files))
 
 
 @lru_cache(maxsize=1)

@@ -33,8 +33,7 @@ def _plan(objects: tuple[str, ...]) -> pipeline.Plan:
 def cases() -> dict[str, dict[str, str]]:
     """case name -> {file name: text}."""
     out: dict[str, dict[str, str]] = {}
-    ctx = render.go_context(package="main", env_prefix="BTFGEN",
-                            kernel_count={"x86_64": 3, "arm64": 1})
+    ctx = render.go_context(package="main", env_prefix="BTFGEN")
     files = render.render_go_files(ctx)
     files["Makefile.btfgen"] = pipeline.render_makefile(
         _options(), _plan(("/src/app/execsnoop_x86_bpfel.o",)))
