@@ -183,22 +183,24 @@ def btf_from_tar(tar_bytes: bytes, *, what: Path) -> bytes:
     return btf
 
 
-def check_btf(blob: bytes, *, what: object) -> None:
-    """Header sanity of a raw BTF blob: magic, version, section bounds."""
+def check_btf(blob: bytes, *, what: object, fix: str = _FIX) -> bool:
+    """Header sanity of a raw BTF blob: magic, version, section bounds. Returns whether it is
+    little-endian. fix is the advice that ends each message."""
     if len(blob) < 24:
-        raise InputError(f"{what}: {len(blob)} bytes is too short for BTF; {_FIX}")
+        raise InputError(f"{what}: {len(blob)} bytes is too short for BTF; {fix}")
     magic = struct.unpack_from("<H", blob)[0]
     if magic == BTF_MAGIC:
         order = "<"
     elif magic == 0x9FEB:
         order = ">"
     else:
-        raise InputError(f"{what}: not BTF (magic {blob[:2].hex()}, want eb9f); {_FIX}")
+        raise InputError(f"{what}: not BTF (magic {blob[:2].hex()}, want eb9f); {fix}")
     version, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
         order + "BBIIIII", blob, 2)
     if version != 1 or hdr_len < 24 or hdr_len > len(blob):
         raise InputError(f"{what}: unsupported BTF header (version {version}, length "
-                         f"{hdr_len}); {_FIX}")
+                         f"{hdr_len}); {fix}")
     body = len(blob) - hdr_len
     if type_off + type_len > body or str_off + str_len > body:
-        raise InputError(f"{what}: BTF sections run past the end of the data (damaged); {_FIX}")
+        raise InputError(f"{what}: BTF sections run past the end of the data (damaged); {fix}")
+    return order == "<"

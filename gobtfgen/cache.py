@@ -33,17 +33,28 @@ def default_cache_dir() -> Path:
     return Path(base) / "gobtfgen"
 
 
+def _file_mode() -> int:
+    # mkstemp creates 0600 files; a written file gets the mode a plain open() would give it.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+FILE_MODE = _file_mode()
 
 
 def minimize_key(kernel_sha: str, objects_signature: str, minimizer_identity: str) -> str:

@@ -21,17 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gobtfgen import pack
+from gobtfgen.cache import FILE_MODE
 from gobtfgen.errors import OutputError
 from gobtfgen.render import GENERATED_MARK
 
 MANIFEST = "btfgen_manifest.json"
-
-
-def _file_mode() -> int:
-    # mkstemp creates 0600 files; outputs get the mode a plain open() would give them.
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def is_ours(path: Path) -> bool:
@@ -125,7 +119,7 @@ def write_outputs(out_dir: Path, files: Mapping[str, bytes],
                               "or pass another --output-dir")
     changed: dict[str, str] = {}  # name -> temp file
     unchanged: list[str] = []
-    mode = _file_mode()
+    mode = FILE_MODE
     try:
         for name, data in files.items():
             target = out_dir / name

@@ -14,6 +14,9 @@ from gobtfgen.errors import InputError, UsageError
 from gobtfgen.minimize import MinimizeError, get_minimizer
 from gobtfgen.objects import read_object
 
+_FIX_KERNEL = ("pass a raw kernel BTF (/sys/kernel/btf/vmlinux, a .btf file) or a btfhub "
+               ".btf.tar.xz")
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -32,20 +35,32 @@ def run(args: argparse.Namespace) -> int:
     if not source.is_file():
         raise UsageError(f"{source}: no such kernel BTF file")
     objects = [Path(o) for o in args.objects]
+    parsed = []
     for path in objects:
         if not path.is_file():
             raise UsageError(f"{path}: no such object file")
-        if read_object(path).core_relocations == 0:
+        obj = read_object(path)
+        if obj.core_relocations == 0:
             raise InputError(f"{path}: has no CO-RE relocations (.BTF.ext), so it needs no "
                              "kernel BTF; leave it out")
+        parsed.append(obj)
     minimizer = get_minimizer(args.minimizer, bpftool=args.bpftool)
     with tempfile.TemporaryDirectory(prefix="gobtfgen-") as tmp:
         if source.name.endswith(SUFFIX):
             raw = Path(tmp) / "kernel.btf"
-            raw.write_bytes(read_kernel_btf(source))
+            btf = read_kernel_btf(source)
+            raw.write_bytes(btf)
         else:
             raw = source
-            check_btf(source.read_bytes(), what=source)
+            btf = source.read_bytes()
+        little = check_btf(btf, what=source, fix=_FIX_KERNEL)
+        for obj in parsed:
+            if obj.little_endian != little:
+                raise InputError(
+                    f"{obj.path}: a {'little' if obj.little_endian else 'big'}-endian object "
+                    f"for a {'little' if little else 'big'}-endian kernel BTF ({source}); "
+                    f"build it for the kernel's byte order (bpf2go's "
+                    f"{'bpfel' if little else 'bpfeb'} object)")
         try:
             out = minimizer.minimize(raw, objects)
         except MinimizeError as exc:
