@@ -29,7 +29,7 @@ from concurrent.futures import (
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gobtfgen import __version__, c_outputs, fetch, pack, render
+from gobtfgen import __version__, c_outputs, fetch, pack, render, tools
 from gobtfgen.archive import (
     ARCHES,
     Kernel,
@@ -187,6 +187,20 @@ def _minimizer_for(name: str, options: tuple[tuple[str, str], ...]) -> Minimizer
         if key not in _minimizers:
             _minimizers[key] = get_minimizer(name, **dict(options))
         return _minimizers[key]
+
+
+def _minimizer_identity(options: GenerateOptions, memo: StatMemo) -> str:
+    """The minimizer's identity, remembered by the bpftool binary's stat: an unchanged re-run
+    need not run `bpftool version` (a process start) to know it."""
+    if options.minimizer != "bpftool":
+        return _fresh_minimizer(options.minimizer, _minimizer_options(options)).identity()
+    exe = Path(tools.resolve(options.bpftool, tool="bpftool")).resolve()
+    known = memo.lookup(exe, "minimizer-identity")
+    if isinstance(known, str):
+        return known
+    identity = _fresh_minimizer(options.minimizer, _minimizer_options(options)).identity()
+    memo.record(exe, StatMemo.stamp(exe), identity, "minimizer-identity")
+    return identity
 
 
 def _fresh_minimizer(name: str, options: tuple[tuple[str, str], ...]) -> Minimizer:
@@ -527,7 +541,7 @@ def _build(options: GenerateOptions) -> Outcome:
     cache = Cache(options.cache_dir)
     memo = cache.memo()
     p = plan(options, memo)
-    identity = _fresh_minimizer(options.minimizer, _minimizer_options(options)).identity()
+    identity = _minimizer_identity(options, memo)
     # Fast path: the same inputs as the last run into this directory, whose outputs nobody
     # touched since. Costs a stat per kernel and a hash per output file.
     known = [memo.lookup(k.path) if p.objects_by_arch.get(k.arch) else "-" for k in p.kernels]
