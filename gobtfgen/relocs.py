@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gobtfgen import btf as B
-from gobtfgen.btf import BTF, essential_name, essential_name_len
+from gobtfgen.btf import BTF, BTFError, essential_name, essential_name_len
 from gobtfgen.btf.ext import (
     ENUMVAL_EXISTS,
     ENUMVAL_VALUE,
@@ -74,12 +74,19 @@ def kind_core_compat(k1: int, k2: int) -> bool:
     return k1 == k2 or (is_any_enum(k1) and is_any_enum(k2))
 
 
+_MAX_CHAIN = 64
+
+
 def skip_mods_and_typedefs(btf: BTF, tid: int) -> int:
+    # libbpf trusts the chain to end; a damaged BTF can loop, which must fail one kernel,
+    # not hang the run.
     kind = btf.kind(tid)
-    while kind in B.MODS or kind == B.TYPEDEF:
+    for _ in range(_MAX_CHAIN):
+        if kind not in B.MODS and kind != B.TYPEDEF:
+            return tid
         tid = btf.ref(tid)
         kind = btf.kind(tid)
-    return tid
+    raise BTFError(f"type {tid}: a typedef/modifier chain loops")
 
 
 def resolve_size(btf: BTF, tid: int) -> int:
@@ -280,7 +287,7 @@ def _names_essentially_equal(a: str, b: str) -> bool:
 
 def fields_are_compat(lb: BTF, lid: int, tb: BTF, tid: int) -> bool:
     """bpf_core_fields_are_compat."""
-    while True:
+    for _ in range(_MAX_CHAIN):
         lid = skip_mods_and_typedefs(lb, lid)
         tid = skip_mods_and_typedefs(tb, tid)
         lk, tk = lb.kind(lid), tb.kind(tid)
@@ -301,6 +308,7 @@ def fields_are_compat(lb: BTF, lid: int, tb: BTF, tid: int) -> bool:
             tid = tb.array(tid)[0]
             continue
         return False
+    raise BTFError(f"type {tid}: an array chain loops")
 
 
 def types_are_compat(lb: BTF, lid: int, tb: BTF, tid: int, level: int = 32) -> int:

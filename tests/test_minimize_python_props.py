@@ -5,6 +5,7 @@ against python's output as it does against the full kernel."""
 from __future__ import annotations
 
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -148,7 +149,7 @@ def test_random_kernels(blob: bytes, bpf_objects: dict[str, Path],
     assert results(py, objs) == results(blob, objs)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=300, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.data_too_large])
 @given(blob=kernels(), flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 2**32 - 1)),
                                       min_size=1, max_size=4))

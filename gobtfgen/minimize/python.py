@@ -55,6 +55,7 @@ from gobtfgen.relocs import (
     Spec,
     evaluate_object,
     find_candidates,
+    skip_mods_and_typedefs,
     wanted_names,
 )
 
@@ -75,6 +76,7 @@ class _Marks:
         self.enumerators: dict[int, set[int]] = {}
         self._seen: set[tuple[int, bool]] = set()
         self._seen_match: set[tuple[int, bool]] = set()
+        self._whole: set[int] = set()
 
     def _unsupported(self, tid: int) -> MinimizeError:
         # bpftool: `unsupported kind: %s (%d)` from btfgen_mark_type*; the run stops.
@@ -133,10 +135,8 @@ class _Marks:
         tid = spec.root_type_id
         self.mark_type(tid, False)
         for idx in spec.raw_spec[1:]:
+            tid = skip_mods_and_typedefs(k, tid)
             kind = k.kind(tid)
-            while kind in B.MODS or kind == B.TYPEDEF:
-                tid = k.ref(tid)
-                kind = k.kind(tid)
             if kind in (B.STRUCT, B.UNION):
                 self.mark_member(tid, idx)
                 tid = k.member(tid, idx)[1]
@@ -165,7 +165,7 @@ class _Marks:
                 self._mark_all_members(cur)
                 cur = k.member(acc.type_id, acc.idx)[1]
             else:
-                arr = _skip(k, cur)
+                arr = skip_mods_and_typedefs(k, cur)
                 if k.kind(arr) != B.ARRAY:
                     return
                 cur = k.array(arr)[0]
@@ -173,9 +173,10 @@ class _Marks:
 
     def _mark_all_members(self, tid: int) -> None:
         k = self.k
-        tid = _skip(k, tid)
-        if k.kind(tid) not in (B.STRUCT, B.UNION):
+        tid = skip_mods_and_typedefs(k, tid)
+        if k.kind(tid) not in (B.STRUCT, B.UNION) or tid in self._whole:
             return
+        self._whole.add(tid)
         self.mark_type(tid, False)
         for i, (name_off, mtype, _) in enumerate(k.members(tid)):
             self.mark_member(tid, i)
@@ -234,7 +235,8 @@ class _Marks:
         # The root may be a typedef of the enum: keep the chain, then one enumerator.
         k = self.k
         tid = spec.root_type_id
-        while k.kind(tid) in B.MODS or k.kind(tid) == B.TYPEDEF:
+        end = skip_mods_and_typedefs(k, tid)  # also proves the chain ends
+        while tid != end:
             self.types.add(tid)
             tid = k.ref(tid)
         self.types.add(tid)
@@ -344,12 +346,6 @@ class _Marks:
             for i in range(vlen):
                 rec[3 + 3 * i] = new_id.get(rec[3 + 3 * i], 0)
         return rec
-
-
-def _skip(k: BTF, tid: int) -> int:
-    while k.kind(tid) in B.MODS or k.kind(tid) == B.TYPEDEF:
-        tid = k.ref(tid)
-    return tid
 
 
 def _relo_where(obj: ParsedObject, out: Outcome) -> str:
