@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,21 +23,11 @@ class BpftoolMinimizer(Minimizer):
         return "bpftool " + ".".join(map(str, self.version))
 
     def minimize(self, kernel_btf: Path, objects: Sequence[Path]) -> bytes:
-        # bpftool writes its output to a file. A named temp file rather than a temp directory
-        # per kernel: creating and removing directories cost ~4 ms a kernel on these machines.
-        fd, name = tempfile.mkstemp(prefix="gobtfgen-min-", suffix=".btf")
-        os.close(fd)
-        out = Path(name)
         try:
-            try:
-                tools.bpftool_min_core_btf(self.exe, kernel_btf, out, objects)
-            except ToolError as exc:
-                raise MinimizeError(str(exc),
-                                    cacheable=not isinstance(exc, tools.ToolKilled)) from None
-            data = out.read_bytes()
-            if not data:
-                raise MinimizeError("bpftool gen min_core_btf exited 0 but wrote no output")
-            return data
-        finally:
-            with contextlib.suppress(OSError):
-                out.unlink()
+            data = tools.bpftool_min_core_btf(self.exe, kernel_btf, objects)
+        except ToolError as exc:
+            raise MinimizeError(str(exc),
+                                cacheable=not isinstance(exc, tools.ToolKilled)) from None
+        if not data:
+            raise MinimizeError("bpftool gen min_core_btf exited 0 but wrote no output")
+        return data
