@@ -117,6 +117,7 @@ def plan(options: GenerateOptions, memo: StatMemo | None = None) -> Plan:
                              "*_bpfel.o, *_<arch>_bpfel.o, *_bpfel_x86.o); run bpf2go first or "
                              "pass --object FILE")
     objects: list[BpfObject] = []
+    warned: set[str] = set()
     for path in paths:
         if not path.is_file():
             raise InputError(f"{path}: no such object file; check the --object path")
@@ -135,7 +136,12 @@ def plan(options: GenerateOptions, memo: StatMemo | None = None) -> Plan:
             problems.append(Problem(level=Level.NOTE, subject=str(path),
                                     message=f"target {obj.target} has no btfhub kernels, skipped"))
             continue
+        # One warning per program, not per object (bpf2go builds one object per arch), and
+        # only for objects of the arches being embedded.
         for prog in obj.kernel_btf_programs:
+            if prog in warned or not set(obj.arches) & set(options.arches):
+                continue
+            warned.add(prog)
             problems.append(Problem(
                 level=Level.WARNING, subject=f"{path.name}:{prog}",
                 message="attaches through the running kernel's own BTF (fentry/fexit/tp_btf/"
@@ -452,6 +458,7 @@ def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelRes
         "gobtfgen_version": __version__,
         "archive": _archive_doc(options),
         "minimizer": identity,
+        "go_generate": go_generate_line(options, p),
         "objects": [{"path": os.path.relpath(os.path.abspath(o.path), out_abs),
                      "arches": list(o.arches), "core_relocations": o.core_relocations,
                      "signature": o.signature} for o in p.objects],

@@ -152,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"gobtfgen: {options.output_dir}: {len(w.written)} written, "
                   f"{len(w.unchanged)} unchanged, {len(w.removed)} removed, in "
                   f"{outcome.elapsed:.2f} s", file=err)
-        if options.lang == "go" and "source" in options.formats:
+        # The hint is for a person at a terminal, not for every make or go generate run.
+        if options.lang == "go" and "source" in options.formats and err.isatty() \
+                and not os.environ.get("GOFILE"):
             print(f"gobtfgen: to regenerate from go generate, put in a .go file of the "
                   f"package:\n  {outcome.go_generate}", file=err)
     return outcome.exit_code
