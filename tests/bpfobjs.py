@@ -33,10 +33,11 @@ _built: dict[Path, dict[str, Path]] = {}
 def clang_or_skip() -> str:
     clang = shutil.which("clang")
     if not clang:
-        pytest.skip("clang is not installed; apt-get install clang llvm to build the CO-RE "
+        pytest.skip(reason="clang is not installed; apt-get install clang llvm to build the CO-RE "
                     "test objects")
     if not (Path("/usr/include/bpf/bpf_helpers.h").exists()):
-        pytest.skip("libbpf headers are missing; apt-get install libbpf-dev to build the CO-RE "
+        pytest.skip(reason="libbpf headers are missing; apt-get install libbpf-dev to build "
+                           "the CO-RE "
                     "test objects")
     return clang
 
@@ -111,7 +112,8 @@ def bpftool_or_skip() -> str:
     exe = shutil.which("bpftool") or ("/usr/sbin/bpftool" if Path("/usr/sbin/bpftool").exists()
                                       else None)
     if not exe:
-        pytest.skip("bpftool is not installed; apt-get install bpftool to compare against it")
+        pytest.skip(reason="bpftool is not installed; apt-get install bpftool to compare "
+                           "against it")
     return exe
 
 

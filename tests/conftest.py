@@ -33,7 +33,7 @@ def need(tool: str, why: str = "") -> str:
     path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists()
                                   else None)
     if not path:
-        pytest.skip(f"{tool} is not installed{why}; run scripts/setup (apt-get install "
+        pytest.skip(reason=f"{tool} is not installed{why}; run scripts/setup (apt-get install "
                     "clang llvm bpftool libbpf-dev) to run this test")
     return path
 
@@ -41,7 +41,7 @@ def need(tool: str, why: str = "") -> str:
 @pytest.fixture(scope="session")
 def sample_archive() -> Path:
     if not (SAMPLE / "MANIFEST.tsv").is_file():
-        pytest.skip(f"the sample archive {SAMPLE} is absent (it sits in ../shared next to a "
+        pytest.skip(reason=f"the sample archive {SAMPLE} is absent (it sits in ../shared next to a "
                     "development checkout); tests over real kernels need it")
     return SAMPLE
 
@@ -60,7 +60,7 @@ def probe_objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """tests/fixtures/probe.bpf.c in three variants: base, code edited with the same
     relocations, relocations changed."""
     if not Path("/usr/include/bpf/bpf_helpers.h").exists():
-        pytest.skip("libbpf headers are missing; apt-get install libbpf-dev (scripts/setup)")
+        pytest.skip(reason="libbpf headers are missing; apt-get install libbpf-dev (scripts/setup)")
     out = tmp_path_factory.mktemp("probe")
     return {name: compile_bpf(FIXTURES / "probe.bpf.c", out / f"probe_{name}.o", f"VARIANT={v}")
             for name, v in (("base", 0), ("code", 1), ("relocs", 2))}

@@ -35,7 +35,7 @@ def host_arch() -> str:
     """This machine's btfhub arch (x86_64, arm64); the tests skip on any other."""
     arch = keys.btfhub_arch(platform.machine())
     if arch not in BPF2GO_ARCH:
-        pytest.skip(f"lab3 targets x86_64 and arm64; this machine is {platform.machine()}")
+        pytest.skip(reason=f"lab3 targets x86_64 and arm64; this machine is {platform.machine()}")
     return arch
 
 
@@ -65,7 +65,7 @@ def need_tool(name: str) -> str:
         if not path and Path(fallback).is_file():
             path = fallback
     if not path:
-        pytest.skip(f"{name} is not installed; lab3 needs clang, bpftool, go and make "
+        pytest.skip(reason=f"{name} is not installed; lab3 needs clang, bpftool, go and make "
                     "(scripts/setup installs them)")
     return path
 
@@ -73,15 +73,16 @@ def need_tool(name: str) -> str:
 def require_lab3_tools() -> None:
     """Skip unless this machine can build lab3 and load its programs into the kernel."""
     if os.geteuid() != 0:
-        pytest.skip("lab3 tests load BPF programs into the kernel: run them as root")
+        pytest.skip(reason="lab3 tests load BPF programs into the kernel: run them as root")
     host_arch()
     if not VMLINUX.is_file():
-        pytest.skip(f"{VMLINUX} is absent: lab3's vmlinux.h and this host's archive entry come "
+        pytest.skip(reason=f"{VMLINUX} is absent: lab3's vmlinux.h and this host's archive "
+                           f"entry come "
                     "from it")
     for tool in ("clang", "bpftool", "go", "make"):
         need_tool(tool)
     if not Path("/usr/include/bpf/bpf_helpers.h").is_file():
-        pytest.skip("libbpf headers are missing; apt-get install libbpf-dev (scripts/setup)")
+        pytest.skip(reason="libbpf headers are missing; apt-get install libbpf-dev (scripts/setup)")
 
 
 def tool_env(cache: Path) -> dict[str, str]:
@@ -119,7 +120,8 @@ def host_key() -> str:
             osr = keys.OSRelease.parse(path.read_text())
             break
     else:
-        pytest.skip("no /etc/os-release: cannot name this host's kernel in an archive")
+        pytest.skip(reason="no /etc/os-release: cannot name this host's kernel in an archive; "
+                           "run on a host with an os-release file")
     # btfhub cuts VERSION_ID to the major number, except for SLES.
     version = osr.version_id if osr.id == "sles" else osr.version_id.split(".", 1)[0]
     assert osr.id and version

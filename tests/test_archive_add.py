@@ -159,7 +159,8 @@ def _elf(tmp_path: Path, btf: bytes | None, banner: bytes | None,
          banner_section: str = ".rodata.banner") -> Path:
     clang, objcopy = shutil.which("clang"), shutil.which("objcopy")
     if not (clang and objcopy):
-        pytest.skip("clang and objcopy are needed to build a test vmlinux ELF; install clang "
+        pytest.skip(reason="clang and objcopy are needed to build a test vmlinux ELF; install "
+                           "clang "
                     "and binutils")
     empty = tmp_path / "empty.o"
     subprocess.run([clang, "-c", "-x", "c", "/dev/null", "-o", str(empty)], check=True)

@@ -156,7 +156,7 @@ def test_sample_kernels_index(row: dict[str, str]) -> None:
 ])
 def test_sample_kernel_shapes(rel: str, present: set[int], absent: set[int]) -> None:
     if not (SAMPLE / rel).is_file():
-        pytest.skip(f"{SAMPLE / rel} is absent: needs ../shared/btfhub-sample")
+        pytest.skip(reason=f"{SAMPLE / rel} is absent: needs ../shared/btfhub-sample")
     from gobtfgen.archive import read_kernel_btf
 
     btf = BTF(read_kernel_btf(SAMPLE / rel))

@@ -32,17 +32,19 @@ COUNT = 200  # large enough that other processes exec'ing meanwhile cannot crowd
 
 def _require_tools() -> None:
     if os.geteuid() != 0:
-        pytest.skip("the C example loads BPF programs into the kernel: run the tests as root")
+        pytest.skip(reason="the C example loads BPF programs into the kernel: run the tests as "
+                           "root")
     lab3build.host_arch()
     if not lab3build.VMLINUX.is_file():
-        pytest.skip(f"{lab3build.VMLINUX} is absent: the example's vmlinux.h and this host's "
+        pytest.skip(reason=f"{lab3build.VMLINUX} is absent: the example's vmlinux.h and this "
+                           f"host's "
                     "archive entry come from it")
     for tool in ("clang", "bpftool", "make", "cc"):
         lab3build.need_tool(tool)
     for header in ("/usr/include/bpf/libbpf.h", "/usr/include/zlib.h",
                    "/usr/include/libelf.h"):
         if not Path(header).is_file():
-            pytest.skip(f"{header} is missing; apt-get install libbpf-dev libelf-dev "
+            pytest.skip(reason=f"{header} is missing; apt-get install libbpf-dev libelf-dev "
                         "zlib1g-dev")
 
 
@@ -81,7 +83,8 @@ def tracefs() -> None:
     if not mounted():
         subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True)
     if not mounted():
-        pytest.skip("tracefs is not mounted and mounting it failed")
+        pytest.skip(reason="tracefs is not mounted and mounting it failed; mount -t tracefs "
+                           "nodev /sys/kernel/tracing (as root) to run it")
 
 
 class Tracer:

@@ -123,9 +123,10 @@ def _compile(cc: str, src_dir: Path, out: Path, *extra: str) -> subprocess.Compl
 def _need_build_tools(cc: str) -> str:
     path = shutil.which(cc)
     if not path:
-        pytest.skip(f"{cc} is not installed; apt-get install gcc clang to run this test")
+        pytest.skip(reason=f"{cc} is not installed; apt-get install gcc clang to run this test")
     if not Path("/usr/include/bpf/libbpf.h").is_file() or not Path("/usr/include/zlib.h").is_file():
-        pytest.skip("libbpf and zlib headers are missing; apt-get install libbpf-dev zlib1g-dev")
+        pytest.skip(reason="libbpf and zlib headers are missing; apt-get install libbpf-dev "
+                           "zlib1g-dev")
     return path
 
 
@@ -194,7 +195,7 @@ def test_every_vector(harness: Path, tmp_path: Path) -> None:
 def _host_arch() -> str:
     arch = keys.btfhub_arch(platform.machine())
     if arch is None:
-        pytest.skip(f"the generated C embeds x86_64 and arm64 payloads; this is "
+        pytest.skip(reason=f"the generated C embeds x86_64 and arm64 payloads; this is "
                     f"{platform.machine()}")
     return arch
 
@@ -310,7 +311,7 @@ def test_corrupt_payloads_under_sanitizers(tmp_path: Path) -> None:
     out = tmp_path / "harness-asan"
     proc = _compile(cc, src, out, "-fsanitize=address,undefined", "-fno-sanitize-recover=all")
     if proc.returncode != 0:
-        pytest.skip("gcc cannot build with -fsanitize=address,undefined here "
+        pytest.skip(reason="gcc cannot build with -fsanitize=address,undefined here "
                     f"({proc.stderr[-200:]}); apt-get install libasan8 libubsan1 to run it")
     payload = tmp_path / "arm64.payload"
     payload.write_bytes(vector_payloads()["arm64"])

@@ -30,7 +30,7 @@ def _archive_from_sample(tmp_path: Path, keys: list[str]) -> Path:
     for key in keys:
         src = SAMPLE / f"{key}.btf.tar.xz"
         if not src.is_file():
-            pytest.skip(f"{src} is absent: needs ../shared/btfhub-sample")
+            pytest.skip(reason=f"{src} is absent: needs ../shared/btfhub-sample")
         dst = root / f"{key}.btf.tar.xz"
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)

@@ -256,7 +256,7 @@ def test_generate_uses_the_fetched_archive_and_records_its_commit(
         monkeypatch: pytest.MonkeyPatch) -> None:
     need("bpftool")
     if not Path("/usr/include/bpf/bpf_helpers.h").exists():
-        pytest.skip("libbpf headers are missing; apt-get install libbpf-dev")
+        pytest.skip(reason="libbpf headers are missing; apt-get install libbpf-dev")
     keys = ["amzn/2/x86_64/4.14.256-197.484.amzn2.x86_64"]
     files = {f"{k}.btf.tar.xz": (sample_archive / f"{k}.btf.tar.xz").read_bytes() for k in keys}
     url = make_repo(tmp_path / "src", files)

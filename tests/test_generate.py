@@ -123,7 +123,8 @@ def test_every_sample_kernel_matches_bpftool(tmp_path: Path, sample_archive: Pat
         assert payloads[kernel.key] == (tmp_path / "min.btf").read_bytes(), kernel.key
     # And the generated Go code reads back exactly those bytes, for each arch on its GOARCH.
     if find_go() is None:
-        pytest.skip("go not found: install Go to check the Go side reads back bpftool's bytes")
+        pytest.skip(reason="go not found: install Go to check the Go side reads back bpftool's "
+                           "bytes")
     goarches = ["amd64"] + (["arm64"] if shutil.which("qemu-aarch64") else [])
     readback: dict[str, bytes] = {}
     for goarch in goarches:
@@ -174,7 +175,7 @@ def test_damaged_kernel_is_a_problem_not_a_crash(tmp_path: Path, probe_objects: 
     archive = tmp_path / "archive"
     vmlinux = Path("/sys/kernel/btf/vmlinux")
     if not vmlinux.exists():
-        pytest.skip("needs /sys/kernel/btf/vmlinux as a real kernel BTF to minimize")
+        pytest.skip(reason="needs /sys/kernel/btf/vmlinux as a real kernel BTF to minimize")
     add_kernel(archive, "debian/12/x86_64/good", vmlinux.read_bytes())
     bad = add_kernel(archive, "debian/12/x86_64/bad", content=b"\xfd7zXZ\x00 truncated")
     args = ["--archive", archive, "--object", probe_objects["base"], "--output-dir",

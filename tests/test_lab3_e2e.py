@@ -41,11 +41,12 @@ def tracefs() -> None:
     if _tracefs_mounted():
         return
     if os.geteuid() != 0:
-        pytest.skip("tracefs is not mounted and only root can mount it")
+        pytest.skip(reason="tracefs is not mounted and only root can mount it")
     mounted = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)],
                              capture_output=True, text=True)
     if not _tracefs_mounted():
-        pytest.skip(f"tracefs is not mounted and mounting it failed: {mounted.stderr.strip()}")
+        pytest.skip(reason=f"tracefs is not mounted and mounting it failed: "
+                           f"{mounted.stderr.strip()}")
 
 
 class Tracer:

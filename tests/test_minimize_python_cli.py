@@ -29,7 +29,7 @@ def test_registry_names() -> None:
 
 def test_cli_minimize(tmp_path: Path, bpf_objects: dict[str, Path]) -> None:
     if not KERNEL.is_file():
-        pytest.skip(f"{KERNEL} is absent: needs ../shared/btfhub-sample")
+        pytest.skip(reason=f"{KERNEL} is absent: needs ../shared/btfhub-sample")
     objs = [bpf_objects["tracer"], bpf_objects["fields"]]
     raw = tmp_path / "kernel.btf"
     raw.write_bytes(read_kernel_btf(KERNEL))

@@ -100,7 +100,7 @@ def _tmpfs(mnt: Path, size: str) -> None:
     mnt.mkdir()
     if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}",
                                             "tmpfs", str(mnt)]).returncode:
-        pytest.skip("mounting a small tmpfs needs root; run the tests as root for the "
+        pytest.skip(reason="mounting a small tmpfs needs root; run the tests as root for the "
                     "full-disk checks")
 
 

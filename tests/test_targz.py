@@ -28,7 +28,7 @@ pytestmark = pytest.mark.tools
 def generated(tmp_path_factory: pytest.TempPathFactory, sample_archive: Path) -> Path:
     need("bpftool")
     if not Path("/usr/include/bpf/bpf_helpers.h").exists():
-        pytest.skip("libbpf headers are missing; apt-get install libbpf-dev")
+        pytest.skip(reason="libbpf headers are missing; apt-get install libbpf-dev")
     work = tmp_path_factory.mktemp("targz")
     obj = compile_bpf(FIXTURES / "probe.bpf.c", work / "probe.o", "VARIANT=0")
     out = work / "out"

@@ -18,7 +18,8 @@ def test_wheel_installs_and_renders(tmp_path: Path) -> None:
     try:
         import build  # noqa: F401
     except ImportError:
-        pytest.skip("the 'build' package is missing; pip install -e '.[test]' (scripts/setup)")
+        pytest.skip(reason="the 'build' package is missing; pip install -e '.[test]' "
+                           "(scripts/setup)")
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir",
                     str(dist), str(REPO)], check=True, capture_output=True)

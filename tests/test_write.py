@@ -79,7 +79,8 @@ def test_read_only_output_dir_keeps_earlier_output(tmp_path: Path) -> None:
     mnt = tmp_path / "ro"
     mnt.mkdir()
     if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("mounting a tmpfs needs root; run the tests as root to check a read-only "
+        pytest.skip(reason="mounting a tmpfs needs root; run the tests as root to check a "
+                           "read-only "
                     "output directory (as root, file permissions alone do not stop writes)")
     try:
         write_outputs(mnt, {"btfgen.go": GO, MANIFEST: manifest(["btfgen.go"])})
@@ -97,7 +98,8 @@ def test_full_disk_keeps_earlier_output(tmp_path: Path) -> None:
     mnt.mkdir()
     if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
                                             str(mnt)]).returncode:
-        pytest.skip("mounting a small tmpfs needs root; run the tests as root to check a full "
+        pytest.skip(reason="mounting a small tmpfs needs root; run the tests as root to check "
+                           "a full "
                     "disk")
     try:
         write_outputs(mnt, {"btfgen.go": GO, MANIFEST: manifest(["btfgen.go"])})
