@@ -82,3 +82,12 @@ def parse_arches(value: str) -> tuple[str, ...]:
     if not arches:
         raise UsageError(f"--arch is empty; use {','.join(ARCHES)}")
     return tuple(arches)
+
+
+def add_kernel_filters(parser: argparse.ArgumentParser | Any) -> None:
+    """--include/--exclude, the same for every command that selects archive kernels."""
+    add(parser, "--include", env="GOBTFGEN_INCLUDE", kind="list", metavar="PAT",
+        help="only kernels whose <id>/<version>/<arch>/<release> matches this glob or folder "
+             "(repeatable)")
+    add(parser, "--exclude", env="GOBTFGEN_EXCLUDE", kind="list", metavar="PAT",
+        help="leave out kernels matching this glob or folder (repeatable)")

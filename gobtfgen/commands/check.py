@@ -15,7 +15,7 @@ from gobtfgen.archive import Kernel, read_kernel_btf, scan_archive
 from gobtfgen.btf.ext import ObjectCache, ObjectError, ParsedObject
 from gobtfgen.errors import GobtfgenError, InputError, UsageError
 from gobtfgen.objects import discover, read_object
-from gobtfgen.options import add
+from gobtfgen.options import add, add_kernel_filters
 
 _objects = ObjectCache()
 
@@ -34,11 +34,7 @@ def register(sub: Any) -> None:
         help="btfhub-archive directory (<id>/<version>/<arch>/<release>.btf.tar.xz)")
     add(p, "--arch", env="GOBTFGEN_ARCH", default="x86_64,arm64",
         help="comma-separated arches to check: x86_64 (amd64), arm64 (aarch64)")
-    add(p, "--include", env="GOBTFGEN_INCLUDE", kind="list", metavar="PAT",
-        help="only kernels whose <id>/<version>/<arch>/<release> matches this glob or folder "
-             "(repeatable)")
-    add(p, "--exclude", env="GOBTFGEN_EXCLUDE", kind="list", metavar="PAT",
-        help="leave out kernels matching this glob or folder (repeatable)")
+    add_kernel_filters(p)
     add(p, "--output-dir", env="GOBTFGEN_OUTPUT_DIR", default=".", metavar="DIR",
         help="where to look for bpf2go objects when no --object is given")
     add(p, "--jobs", "-j", env="GOBTFGEN_JOBS", default=os.cpu_count() or 1, kind="int",

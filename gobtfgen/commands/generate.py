@@ -13,7 +13,7 @@ from gobtfgen import c_outputs, fetch, pipeline, render
 from gobtfgen.cache import default_cache_dir
 from gobtfgen.errors import UsageError
 from gobtfgen.minimize import available
-from gobtfgen.options import add, parse_arches
+from gobtfgen.options import add, add_kernel_filters, parse_arches
 from gobtfgen.report import human_bytes, print_problems
 
 _PACKAGE_RE = re.compile(rb"^package\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
@@ -44,11 +44,7 @@ def register(sub: Any) -> None:
              f"{fetch.default_cache_dir()}")
     add(p, "--arch", env="GOBTFGEN_ARCH", default="x86_64,arm64",
         help="comma-separated arches to embed: x86_64 (amd64), arm64 (aarch64)")
-    add(p, "--include", env="GOBTFGEN_INCLUDE", kind="list", metavar="PAT",
-        help="only kernels whose <id>/<version>/<arch>/<release> matches this glob or folder "
-             "(repeatable)")
-    add(p, "--exclude", env="GOBTFGEN_EXCLUDE", kind="list", metavar="PAT",
-        help="leave out kernels matching this glob or folder (repeatable)")
+    add_kernel_filters(p)
     add(p, "--pkg", env="GOPACKAGE", metavar="NAME",
         help="Go package of the generated code (default: the package of the Go files in the "
              "output directory, else main)")
