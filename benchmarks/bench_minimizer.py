@@ -1,26 +1,39 @@
 #!/usr/bin/env python3
-"""The built-in minimizer against bpftool gen min_core_btf, per kernel, in one run.
+"""The built-in minimizer against bpftool gen min_core_btf: per kernel, then whole generate.
 
     python benchmarks/bench_minimizer.py [--archive DIR] [--repeat R] [--limit N]
+                                         [--generate-repeat G] [--jobs J] [--wall]
 
-For every kernel of the archive (default ../shared/btfhub-sample), decompressed once up front
-(both sides read the same raw .btf file, so xz is not part of either time):
-  bpftool   `bpftool gen min_core_btf` as a process, as gobtfgen's bpftool backend runs it;
-  python    PythonMinimizer.minimize() in this process, objects parsed once for the run (the
-            way a gobtfgen worker serves many kernels).
-Each time is the best of --repeat runs, as CPU time (user + system; for bpftool, of the child
-process): on a shared machine wall time mostly measures the neighbours. --wall uses wall time.
+Per kernel, for every kernel of the archive (default ../shared/btfhub-sample), decompressed
+once up front (all sides read the same raw .btf file, so xz is in none of the times):
+  bpftool      `bpftool gen min_core_btf` as a process, as gobtfgen's bpftool backend runs it;
+  python       PythonMinimizer.minimize() in this process, objects parsed once for the run (the
+               way a gobtfgen worker serves many kernels), the kernel seen for the first time:
+               its records are framed (gobtfgen.btf.index_types);
+  python idx   the same with the kernel's type index from an earlier run, as generate's cache
+               (raw/<sha>.idx) gives it once a kernel has been minimized before.
+The three run interleaved, --repeat rounds, and each keeps its best time, as CPU time (user +
+system; for bpftool, of the child process): on a shared machine wall time mostly measures the
+neighbours, and interleaving spreads their noise over all three alike. --wall uses wall time.
 Two object sets: one object (a tracer) and five.
 Sizes: the minimized BTF of the five objects, python against bpftool.
-Targets (issue 5): python <= 1.5x bpftool per kernel with one object, <= 1x with five;
-python's output at most half of bpftool's.
+
+Whole generate (--generate-repeat G rounds, 0 to skip, median): `gobtfgen generate --quiet`
+as a fresh process, with --minimizer bpftool and --minimizer python alternating, on the same
+archive: cold (empty cache) and relocations changed (the object gained a relocation: every
+kernel is minimized again, from the cache's raw BTF).
+
+Targets (issue 5): python <= 1.5x bpftool per kernel with one object, <= 1x with five; whole
+generate no slower with python; python's output at most half of bpftool's.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,7 +50,7 @@ from gobtfgen.minimize.python import PythonMinimizer  # noqa: E402
 from tests.bpfobjs import build_objects  # noqa: E402
 
 SETS = {"1 object": ("tracer",), "5 objects": ("tracer", "fields", "net", "matches", "synth")}
-
+SIDES = ("bpftool", "python", "python idx")
 
 WALL = False
 
@@ -50,14 +63,148 @@ def _clock() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def best(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
-    times = []
-    result: object = None
-    for _ in range(repeat):
-        t0 = _clock()
-        result = fn()
-        times.append(_clock() - t0)
-    return min(times), result
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = _clock()
+    result = fn()
+    return _clock() - t0, result
+
+
+def per_kernel(args: argparse.Namespace, tmp: Path, objs: dict[str, Path]) -> None:
+    with (args.archive / "MANIFEST.tsv").open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if args.limit:
+        rows = rows[:args.limit]
+    raws = []
+    for row in rows:
+        raw = tmp / (row["path"].replace("/", "_") + ".btf")
+        raw.write_bytes(read_kernel_btf(args.archive / row["path"]))
+        raws.append((row["path"].removesuffix(".btf.tar.xz"), raw))
+    minimizer = PythonMinimizer()
+    out = tmp / "bpftool.btf"
+    totals = {s: dict.fromkeys(SIDES, 0.0) for s in SETS}
+    ratios: dict[str, dict[str, list[float]]] = {s: {"python": [], "python idx": []}
+                                                 for s in SETS}
+    sizes: list[tuple[int, int]] = []
+    failures = dict.fromkeys(SETS, 0)
+    print(f"{'kernel':52} {'set':9} {'bpftool':>8} {'python':>8} {'ratio':>5} "
+          f"{'py idx':>8} {'ratio':>5} {'bt size':>7} {'py size':>7}")
+    for key, raw in raws:
+        index = raw.with_suffix(".idx")
+        for set_name, names in SETS.items():
+            paths = [objs[n] for n in names]
+            minimizer.parse_objects(paths)  # parsed once per run, as a worker does
+            index.unlink(missing_ok=True)
+            minimizer.minimize(raw, paths, index=index)  # writes the index; not timed
+
+            def run_bpftool(paths: list[Path] = paths, raw: Path = raw) -> int:
+                return subprocess.run([args.bpftool, "gen", "min_core_btf", str(raw), str(out),
+                                       *map(str, paths)], capture_output=True).returncode
+
+            def run_python(paths: list[Path] = paths, raw: Path = raw) -> bytes:
+                return minimizer.minimize(raw, paths)
+
+            def run_indexed(paths: list[Path] = paths, raw: Path = raw,
+                            index: Path = index) -> bytes:
+                return minimizer.minimize(raw, paths, index=index)
+
+            best = dict.fromkeys(SIDES, float("inf"))
+            rc: object = 0
+            py_out: object = b""
+            for _ in range(args.repeat):
+                for side, fn in (("bpftool", run_bpftool), ("python", run_python),
+                                 ("python idx", run_indexed)):
+                    t, result = timed(fn)
+                    best[side] = min(best[side], t)
+                    if side == "bpftool":
+                        rc = result
+                    elif side == "python":
+                        py_out = result
+            assert isinstance(py_out, bytes)
+            bt_size = out.stat().st_size if rc == 0 else 0
+            if rc != 0:
+                failures[set_name] += 1
+            for side in SIDES:
+                totals[set_name][side] += best[side]
+            for side in ("python", "python idx"):
+                ratios[set_name][side].append(best[side] / best["bpftool"])
+            if set_name == "5 objects" and rc == 0:
+                sizes.append((bt_size, len(py_out)))
+            print(f"{key[:52]:52} {set_name:9} {best['bpftool'] * 1000:6.1f}ms "
+                  f"{best['python'] * 1000:6.1f}ms {best['python'] / best['bpftool']:5.2f} "
+                  f"{best['python idx'] * 1000:6.1f}ms "
+                  f"{best['python idx'] / best['bpftool']:5.2f} {bt_size:7} {len(py_out):7}")
+        index.unlink(missing_ok=True)
+    print()
+    for set_name in SETS:
+        t = totals[set_name]
+        print(f"{set_name}: per kernel, total over {len(raws)} kernels (median ratio, max) of "
+              f"bpftool {t['bpftool']:.3f}s; python first sight {t['python']:.3f}s "
+              f"x{t['python'] / t['bpftool']:.2f} (median "
+              f"x{statistics.median(ratios[set_name]['python']):.2f}, max "
+              f"x{max(ratios[set_name]['python']):.2f}); python indexed {t['python idx']:.3f}s "
+              f"x{t['python idx'] / t['bpftool']:.2f} (median "
+              f"x{statistics.median(ratios[set_name]['python idx']):.2f}); bpftool failed on "
+              f"{failures[set_name]} kernels")
+    if sizes:
+        bt = sum(s[0] for s in sizes)
+        py = sum(s[1] for s in sizes)
+        print(f"minimized size (5 objects, {len(sizes)} kernels): bpftool {bt} bytes, python "
+              f"{py} bytes (x{py / bt:.2f}); per kernel median "
+              f"x{statistics.median(p / b for b, p in sizes):.2f}")
+
+
+def _probe(out: Path, variant: int) -> Path:
+    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True,
+                               text=True).stdout.strip()
+    path = out / f"probe_{variant}.o"
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86",
+                    f"-I/usr/include/{multiarch}", f"-DVARIANT={variant}", "-c",
+                    str(REPO / "tests/fixtures/probe.bpf.c"), "-o", str(path)], check=True)
+    return path
+
+
+def whole_generate(args: argparse.Namespace, tmp: Path) -> None:
+    base, relocs = _probe(tmp, 0), _probe(tmp, 2)
+    target = tmp / "probe_bpfel.o"
+    # As installed, gobtfgen runs from compiled bytecode: never measure Python compiling it.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+    def generate(minimizer: str, cache: Path) -> tuple[float, float]:
+        def cpu() -> float:
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return ru.ru_utime + ru.ru_stime
+        start, c0 = time.perf_counter(), cpu()
+        subprocess.run([sys.executable, "-m", "gobtfgen", "generate", "--archive",
+                        str(args.archive), "--object", str(target), "--output-dir",
+                        str(tmp / f"out-{minimizer}"), "--cache-dir", str(cache), "--jobs",
+                        str(args.jobs), "--minimizer", minimizer, "--bpftool", args.bpftool,
+                        "--quiet"], check=True, cwd=REPO, env=env)
+        return time.perf_counter() - start, cpu() - c0
+
+    shutil.copy(base, target)
+    for m in ("bpftool", "python"):
+        generate(m, tmp / f"warmup-{m}")  # compiles the bytecode; not measured
+    cases = ("cold", "relocs changed")
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {
+        (m, c): [] for m in ("bpftool", "python") for c in cases}
+    for i in range(args.generate_repeat):
+        for m in ("bpftool", "python") if i % 2 == 0 else ("python", "bpftool"):
+            cache = tmp / f"cache-{m}-{i}"
+            shutil.copy(base, target)
+            results[(m, "cold")].append(generate(m, cache))
+            shutil.copy(relocs, target)
+            results[(m, "relocs changed")].append(generate(m, cache))
+            shutil.rmtree(cache, ignore_errors=True)
+    print(f"\nwhole generate: {args.archive}, jobs={args.jobs}, median of "
+          f"{args.generate_repeat} (wall seconds, CPU seconds)")
+    for c in cases:
+        wall = {m: statistics.median(w for w, _ in results[(m, c)]) for m in ("bpftool",
+                                                                             "python")}
+        cpu = {m: statistics.median(u for _, u in results[(m, c)]) for m in ("bpftool",
+                                                                            "python")}
+        print(f"  {c:15} bpftool {wall['bpftool']:.3f}s ({cpu['bpftool']:.3f} CPU), python "
+              f"{wall['python']:.3f}s ({cpu['python']:.3f} CPU): python/bpftool wall "
+              f"x{wall['python'] / wall['bpftool']:.2f}, CPU x{cpu['python'] / cpu['bpftool']:.2f}")
 
 
 def main() -> int:
@@ -65,89 +212,24 @@ def main() -> int:
     ap.add_argument("--archive", type=Path, default=REPO.parent / "shared" / "btfhub-sample")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--limit", type=int, default=0, help="only the first N kernels")
-    ap.add_argument("--bpftool", default="bpftool")
+    ap.add_argument("--generate-repeat", type=int, default=3,
+                    help="rounds of whole generate per minimizer (0: skip)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--bpftool", default=shutil.which("bpftool") or "/usr/sbin/bpftool")
     ap.add_argument("--wall", action="store_true", help="measure wall time, not CPU time")
     args = ap.parse_args()
     global WALL
     WALL = args.wall
-    manifest = args.archive / "MANIFEST.tsv"
-    if not manifest.is_file():
-        print(f"no {manifest}: pass --archive with a MANIFEST.tsv (the sample archive)",
-              file=sys.stderr)
+    if not (args.archive / "MANIFEST.tsv").is_file():
+        print(f"no {args.archive / 'MANIFEST.tsv'}: pass --archive with a MANIFEST.tsv (the "
+              "sample archive)", file=sys.stderr)
         return 2
-    with manifest.open(newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if args.limit:
-        rows = rows[:args.limit]
     with tempfile.TemporaryDirectory(prefix="gobtfgen-bench-") as tmp_s:
         tmp = Path(tmp_s)
         objs = build_objects(tmp / "objects")
-        raws = []
-        xz_total = 0.0
-        for row in rows:
-            raw = tmp / (row["path"].replace("/", "_") + ".btf")
-            src = args.archive / row["path"]
-            t_xz, blob = best(lambda src=src: read_kernel_btf(src), 1)  # type: ignore[misc]
-            xz_total += t_xz
-            assert isinstance(blob, bytes)
-            raw.write_bytes(blob)
-            raws.append((row["path"].removesuffix(".btf.tar.xz"), raw))
-        minimizer = PythonMinimizer()
-        out = tmp / "bpftool.btf"
-        totals: dict[str, dict[str, float]] = {s: {"bpftool": 0.0, "python": 0.0} for s in SETS}
-        ratios: dict[str, list[float]] = {s: [] for s in SETS}
-        sizes: list[tuple[int, int]] = []
-        failures: dict[str, int] = {s: 0 for s in SETS}
-        print(f"{'kernel':58} {'set':9} {'bpftool':>8} {'python':>8} {'ratio':>6} "
-              f"{'bt size':>8} {'py size':>8}")
-        for key, raw in raws:
-            for set_name, names in SETS.items():
-                paths = [objs[n] for n in names]
-                minimizer.parse_objects(paths)  # parsed once per run, as a worker does
-
-                def run_bpftool(paths: list[Path] = paths, raw: Path = raw) -> int:
-                    proc = subprocess.run([args.bpftool, "gen", "min_core_btf", str(raw),
-                                           str(out), *map(str, paths)], capture_output=True)
-                    return proc.returncode
-
-                t_bt, rc = best(run_bpftool, args.repeat)
-                def run_python(paths: list[Path] = paths, raw: Path = raw) -> bytes:
-                    return minimizer.minimize(raw, paths)
-
-                t_py, py_out = best(run_python, args.repeat)
-                bt_size = out.stat().st_size if rc == 0 else 0
-                if rc != 0:
-                    failures[set_name] += 1
-                assert isinstance(py_out, bytes)
-                totals[set_name]["bpftool"] += t_bt
-                totals[set_name]["python"] += t_py
-                ratios[set_name].append(t_py / t_bt)
-                if set_name == "5 objects" and rc == 0:
-                    sizes.append((bt_size, len(py_out)))
-                print(f"{key[:58]:58} {set_name:9} {t_bt * 1000:7.1f}ms {t_py * 1000:7.1f}ms "
-                      f"{t_py / t_bt:6.2f} {bt_size:8} {len(py_out):8}")
-        print()
-        for set_name in SETS:
-            t = totals[set_name]
-            r = ratios[set_name]
-            print(f"{set_name}: total bpftool {t['bpftool']:.2f}s, python {t['python']:.2f}s "
-                  f"(x{t['python'] / t['bpftool']:.2f}); per-kernel ratio median "
-                  f"{statistics.median(r):.2f}, max {max(r):.2f}; bpftool failed on "
-                  f"{failures[set_name]} kernels")
-        n = len(raws)
-        print(f"context: reading a kernel from its .btf.tar.xz costs {xz_total / n * 1000:.1f}ms "
-              "on average, paid by either minimizer in a cold run; per kernel including it:")
-        for set_name in SETS:
-            t = totals[set_name]
-            print(f"  {set_name}: bpftool {(t['bpftool'] + xz_total) / n * 1000:.1f}ms, python "
-                  f"{(t['python'] + xz_total) / n * 1000:.1f}ms "
-                  f"(x{(t['python'] + xz_total) / (t['bpftool'] + xz_total):.2f})")
-        if sizes:
-            bt = sum(s[0] for s in sizes)
-            py = sum(s[1] for s in sizes)
-            print(f"payload (5 objects, {len(sizes)} kernels): bpftool {bt} bytes, python {py} "
-                  f"bytes (x{py / bt:.2f}); per kernel median "
-                  f"x{statistics.median(p / b for b, p in sizes):.2f}")
+        per_kernel(args, tmp, objs)
+        if args.generate_repeat > 0:
+            whole_generate(args, tmp)
     return 0
 
 

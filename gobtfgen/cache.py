@@ -3,6 +3,9 @@
 Layout under the cache dir (default `$XDG_CACHE_HOME/gobtfgen`):
   raw/<sha256 of the .btf.tar.xz>.btf     the kernel's raw BTF, so a run whose relocations changed
                                           skips xz (the larger part of a cold run)
+  raw/<sha256 of the .btf.tar.xz>.idx     where each of its type records starts (written by the
+                                          built-in minimizer, gobtfgen.btf.index), so it is
+                                          framed once, not once per run
   min/<key>.btf | min/<key>.err           a minimized BTF, or the one-line reason it failed
   filememo.json                           (path, size, mtime, inode) -> sha256 or CO-RE
                                           signature, so unchanged inputs are not re-read
@@ -155,23 +158,36 @@ class Cache:
         atomic_write(path, btf)
         return path
 
+    def index_path(self, kernel_sha: str) -> Path:
+        """The type index of raw_path(kernel_sha); evicted with it."""
+        return self.raw_dir / f"{kernel_sha}.idx"
+
     def evict_raw(self, limit: int = DEFAULT_RAW_LIMIT) -> int:
-        """Delete least recently used raw BTFs beyond limit bytes; return bytes freed."""
+        """Delete least recently used raw BTFs (and their indexes) beyond limit bytes; return
+        bytes freed."""
+        sizes: dict[str, int] = {}
+        used: dict[str, float] = {}
         try:
-            entries = [(e.stat().st_mtime, e.stat().st_size, e.path)
-                       for e in os.scandir(self.raw_dir) if e.name.endswith(".btf")]
+            for e in os.scandir(self.raw_dir):
+                stem, dot, ext = e.name.rpartition(".")
+                if not dot or ext not in ("btf", "idx") or e.name.startswith("."):
+                    continue
+                st = e.stat()
+                sizes[stem] = sizes.get(stem, 0) + st.st_size
+                if ext == "btf":
+                    used[stem] = st.st_mtime
         except OSError:
             return 0
-        total = sum(size for _, size, _ in entries)
+        total = sum(sizes.values())
         freed = 0
-        for _, size, path in sorted(entries):
+        # An index whose BTF is gone sorts first (time 0): it is of no use.
+        for _, stem in sorted((used.get(stem, 0.0), stem) for stem in sizes):
             if total - freed <= limit:
                 break
-            try:
-                os.unlink(path)
-                freed += size
-            except OSError:
-                pass
+            for ext in ("btf", "idx"):
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    os.unlink(self.raw_dir / f"{stem}.{ext}")
+            freed += sizes[stem]
         return freed
 
     # -- minimized results -------------------------------------------------------------------

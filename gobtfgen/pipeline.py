@@ -261,12 +261,13 @@ def _compute(task: Task, cache: Cache, minimizer: Minimizer, key: str, sha: str,
     spare: Path | None = None  # the raw BTF outside the cache, when the cache could not take it
     try:
         raw_path = cache.raw_path(sha)
+        raw: bytes | None = None
         if not cache.has_raw(sha):
             if data is None:
                 data = kernel.path.read_bytes()
             raw = btf_from_tar(inflate_xz(data, what=kernel.path), what=kernel.path)
             raw_path = spare = _store_raw(cache, sha, raw)
-        out = minimizer.minimize(raw_path, task.objects)
+        out = minimizer.minimize(raw_path, task.objects, data=raw, index=cache.index_path(sha))
         check_btf(out, what=f"{minimizer.identity()} output for {kernel.key}")
     except (InputError, MinimizeError) as exc:
         # Remember deterministic failures so an unchanged re-run runs no minimizer; a minimizer

@@ -745,7 +745,8 @@ def find_candidates(lb: BTF, local_id: int, tb: BTF) -> list[int]:
     ess = essential_name(lname)
     if not ess:
         return []
-    return [t for t in tb.by_essential_name(ess) if kind_core_compat(tb.kind(t), lk)]
+    kinds = (B.ENUM, B.ENUM64) if is_any_enum(lk) else (lk,)  # kind_core_compat's pairs
+    return tb.by_essential_name(ess, kinds)
 
 
 def calc_relo_insn(relo: CoreRelo, lb: BTF, cands: list[int] | None, tb: BTF,

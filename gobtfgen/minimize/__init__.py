@@ -36,8 +36,14 @@ class Minimizer(abc.ABC):
         """Name and version: part of the cache key; changes whenever the output may change."""
 
     @abc.abstractmethod
-    def minimize(self, kernel_btf: Path, objects: Sequence[Path]) -> bytes:
-        """Minimized BTF for a raw kernel BTF file and BPF objects (all of one arch)."""
+    def minimize(self, kernel_btf: Path, objects: Sequence[Path], *,
+                 data: bytes | None = None, index: Path | None = None) -> bytes:
+        """Minimized BTF for a raw kernel BTF file and BPF objects (all of one arch).
+
+        data: the file's bytes when the caller holds them (a minimizer in this process need not
+        read them back). index: where this kernel's type index may be kept between runs (the
+        cache's raw/<sha>.idx); a minimizer that has no use for one ignores it.
+        """
 
 
 def _bpftool(**options: str) -> Minimizer:

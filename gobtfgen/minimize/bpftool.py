@@ -22,7 +22,9 @@ class BpftoolMinimizer(Minimizer):
     def identity(self) -> str:
         return "bpftool " + ".".join(map(str, self.version))
 
-    def minimize(self, kernel_btf: Path, objects: Sequence[Path]) -> bytes:
+    def minimize(self, kernel_btf: Path, objects: Sequence[Path], *,
+                 data: bytes | None = None, index: Path | None = None) -> bytes:
+        del data, index  # bpftool reads the file itself and keeps nothing between runs
         try:
             data = tools.bpftool_min_core_btf(self.exe, kernel_btf, objects)
         except ToolError as exc:

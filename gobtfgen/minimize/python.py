@@ -28,6 +28,7 @@ unmarked pointer targets as void, strings interned in first-use order, 24-byte h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -35,7 +36,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from gobtfgen import btf as B
-from gobtfgen.btf import BTF, BTFError, BTFWriter, info_word
+from gobtfgen.btf import BTF, BTFError, BTFWriter, TypeIndex, info_word
+from gobtfgen.btf import index as btf_index
 from gobtfgen.btf.ext import (
     ENUMVAL_EXISTS,
     ENUMVAL_VALUE,
@@ -48,6 +50,7 @@ from gobtfgen.btf.ext import (
     ObjectError,
     ParsedObject,
 )
+from gobtfgen.cache import atomic_write
 from gobtfgen.minimize import MinimizeError, Minimizer
 from gobtfgen.relocs import (
     FIELD_KINDS,
@@ -355,9 +358,10 @@ def _relo_where(obj: ParsedObject, out: Outcome) -> str:
             f"{r.access})")
 
 
-def open_kernel(data: bytes | memoryview, objects: Sequence[ParsedObject]) -> BTF:
+def open_kernel(data: bytes | memoryview, objects: Sequence[ParsedObject], *,
+                index: TypeIndex | None = None) -> BTF:
     """Index a kernel BTF for these objects' candidate names."""
-    return BTF(data, wanted=wanted_names(objects))  # BTF adds `long` and its aliases
+    return BTF(data, wanted=wanted_names(objects), index=index)  # adds `long` and its aliases
 
 
 def mark(kernel: BTF, objects: Sequence[ParsedObject], *, compat: bool
@@ -460,11 +464,12 @@ def _verified(kernel: BTF, objects: Sequence[ParsedObject], marks: _Marks,
 
 
 def minimize_btf(kernel_data: bytes | memoryview, objects: Sequence[ParsedObject], *,
-                 compat: bool, verify: bool = False) -> bytes:
+                 compat: bool, verify: bool = False, index_file: Path | None = None) -> bytes:
     """The minimized BTF of one kernel blob for parsed objects.
 
     verify (python minimizer only): re-resolve every relocation against the output and
-    compare with the full BTF (see _verified).
+    compare with the full BTF (see _verified). index_file: where the kernel's type index is
+    kept between runs (read when valid, written when it was not).
     """
     for obj in objects:
         if not obj.has_btf_ext:
@@ -477,7 +482,9 @@ def minimize_btf(kernel_data: bytes | memoryview, objects: Sequence[ParsedObject
                                 "non-native byte order (bpftool cannot read it; use "
                                 "--minimizer python)")
     try:
-        kernel = open_kernel(kernel_data, objects)
+        kernel = open_kernel(kernel_data, objects, index=_load_index(index_file, kernel_data))
+        if index_file is not None and not kernel.index_reused:
+            _store_index(index_file, kernel)
         h = kernel.header
         if compat and h.little_endian != (sys.byteorder == "little") and h.hdr_len != 24:
             # libbpf's btf_parse_hdr: non-native BTF must have the 24-byte header (ENOTSUP).
@@ -491,6 +498,23 @@ def minimize_btf(kernel_data: bytes | memoryview, objects: Sequence[ParsedObject
         raise MinimizeError(f"kernel BTF: {exc}") from None
     except IndexError:
         raise MinimizeError("kernel BTF: a type refers to a type id past the end") from None
+
+
+def _load_index(path: Path | None, kernel_data: bytes | memoryview) -> TypeIndex | None:
+    if path is None:
+        return None
+    try:
+        blob = path.read_bytes()
+        header = B.parse_header(kernel_data)
+    except (OSError, BTFError):
+        return None  # no index yet, or a blob BTF() is about to reject with a better message
+    return btf_index.decode(blob, header.type_len)
+
+
+def _store_index(path: Path, kernel: BTF) -> None:
+    # Best effort, like every cache write: a full or read-only cache costs the walk next time.
+    with contextlib.suppress(OSError):
+        atomic_write(path, btf_index.encode(kernel.index, kernel.header.type_len))
 
 
 class _PythonMinimizer(Minimizer):
@@ -514,13 +538,16 @@ class _PythonMinimizer(Minimizer):
         except (ObjectError, OSError) as exc:
             raise MinimizeError(str(exc)) from None
 
-    def minimize(self, kernel_btf: Path, objects: Sequence[Path]) -> bytes:
+    def minimize(self, kernel_btf: Path, objects: Sequence[Path], *,
+                 data: bytes | None = None, index: Path | None = None) -> bytes:
         parsed = self.parse_objects(objects)
-        try:
-            data = Path(kernel_btf).read_bytes()
-        except OSError as exc:
-            raise MinimizeError(f"cannot read {kernel_btf}: {exc.strerror}") from None
-        return minimize_btf(data, parsed, compat=self.compat, verify=self.verify)
+        if data is None:
+            try:
+                data = Path(kernel_btf).read_bytes()
+            except OSError as exc:
+                raise MinimizeError(f"cannot read {kernel_btf}: {exc.strerror}") from None
+        return minimize_btf(data, parsed, compat=self.compat, verify=self.verify,
+                            index_file=index)
 
 
 class PythonCompatMinimizer(_PythonMinimizer):
