@@ -280,20 +280,44 @@ class BTF:
 
     # -- indexing -------------------------------------------------------------------------
 
-    def _frames(self, index: TypeIndex) -> bool:
-        """Whether a given index frames this blob: records start at 0 and the last one ends
-        the section (its integrity is the file's checksum, see gobtfgen.btf.index)."""
+    def _frames(self, index: TypeIndex, samples: int = 256) -> bool:
+        """Whether a given index frames this blob.
+
+        The file's checksum proves the index is whole (gobtfgen.btf.index); this proves it is
+        this blob's: records start at 0, the last one ends the section, and at a few hundred
+        records spread over the section (and named records) the next record starts where this
+        one's length says and the kind is what the index says. Checking every record would
+        cost what the walk costs.
+        """
         offs = index.offsets
-        n = len(self.words)
-        if len(offs) < 1 or offs[0] != 0:
+        words = self.words
+        n = len(words)
+        count = len(offs)
+        if count < 1 or offs[0] != 0:
             return False
-        if len(offs) == 1:
-            return n == 0
-        last = offs[-1]
-        if offs[1] != 0 or last + 1 >= n:
+        if count == 1:
+            return n == 0 and not index.named_at
+
+        def length(at: int) -> int:
+            info = words[at + 1]
+            return _SKIP[info >> 24] + (info & 0xFFFF) * _MUL[info >> 24]
+
+        try:
+            if offs[1] != 0 or offs[-1] + length(offs[-1]) != n:
+                return False
+            for tid in range(1, count - 1, max(1, count // samples)):
+                if offs[tid + 1] - offs[tid] != length(offs[tid]):
+                    return False
+            named = index.named_at
+            for k in range(0, len(named), max(1, len(named) // samples)):
+                at = named[k]
+                tid = bisect_left(offs, at, 1)
+                if tid >= count or offs[tid] != at \
+                        or (words[at + 1] >> 24) & 0x1F not in NAMED_TYPE_KINDS:
+                    return False
+        except IndexError:
             return False
-        info = self.words[last + 1]
-        return last + _SKIP[info >> 24] + (info & 0xFFFF) * _MUL[info >> 24] == n
+        return True
 
     def _collect(self, wanted: Collection[str]) -> None:
         """The named types of each wanted essential name, ascending by id.
