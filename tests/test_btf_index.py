@@ -14,8 +14,10 @@ from gobtfgen import cli
 from gobtfgen.btf import BTF, Builder, TypeIndex, index_types
 from gobtfgen.btf import index as btf_index
 from gobtfgen.cache import Cache
-from tests.bpfobjs import bpf_objects  # noqa: F401 (a fixture)
+from tests.bpfobjs import bpf_objects
 from tests.test_btf_reader import ROWS, SAMPLE, every_kind
+
+__all__ = ["bpf_objects"]
 
 # Words per record by kind, from include/uapi/linux/btf.h, written out independently of the
 # reader's tables: (fixed words after the 3-word header, words per vlen entry).

@@ -103,8 +103,8 @@ def test_every_sample_kernel_matches_bpftool(tmp_path: Path, sample_archive: Pat
     out = tmp_path / "out"
     obj = probe_objects["base"]
     assert generate("--archive", sample_archive, "--object", obj, "--output-dir", out,
-                    "--cache-dir", tmp_path / "cache", "--bpftool", bpftool,
-                    "--pkg", "btfgen") == 0
+                    "--cache-dir", tmp_path / "cache", "--minimizer", "bpftool",
+                    "--bpftool", bpftool, "--pkg", "btfgen") == 0
     err = capsys.readouterr().err
     kernels, _ = scan_archive(sample_archive, ["x86_64", "arm64"])
     assert f"{len(kernels)} kernels: {len(kernels)} minimized" in err
@@ -145,7 +145,7 @@ def test_cache_second_run_and_code_edits_reuse_everything(
     obj = tmp_path / "probe_bpfel.o"  # one path whose content changes, as in a real project
     shutil.copy(probe_objects["base"], obj)
     args = ("--archive", sample_archive, "--include", "debian/12", "--object", obj,
-            "--output-dir", out, "--cache-dir", cache, "--bpftool", shim)
+            "--output-dir", out, "--cache-dir", cache, "--minimizer", "bpftool", "--bpftool", shim)
     n = len(scan_archive(sample_archive, ["x86_64", "arm64"], ["debian/12"])[0])
 
     assert generate(*args) == 0
@@ -211,7 +211,7 @@ def test_bad_bpftool(tmp_path: Path, sample_archive: Path, probe_objects: dict[s
         tool.chmod(0o755)
     code = generate("--archive", sample_archive, "--object", probe_objects["base"],
                     "--output-dir", tmp_path / "out", "--cache-dir", tmp_path / "c",
-                    "--bpftool", tool)
+                    "--minimizer", "bpftool", "--bpftool", tool)
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1, err
     assert "apt-get install bpftool" in err or "upgrade it" in err
@@ -223,11 +223,30 @@ def test_bpftool_not_on_path(tmp_path: Path, sample_archive: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     code = generate("--archive", sample_archive, "--object", probe_objects["base"],
-                    "--output-dir", tmp_path / "out", "--cache-dir", tmp_path / "c")
+                    "--output-dir", tmp_path / "out", "--cache-dir", tmp_path / "c",
+                    "--minimizer", "bpftool")
     err = capsys.readouterr().err
     assert code == 1
     assert err.strip() == ("gobtfgen: error: bpftool not found on PATH; install it "
                            "(Debian/Ubuntu: apt-get install bpftool) or pass --bpftool PATH")
+
+
+def test_default_minimizer_needs_no_bpftool(tmp_path: Path, sample_archive: Path,
+                                            probe_objects: dict[str, Path],
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The built-in minimizer is the default: no bpftool anywhere, and the run succeeds."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("GOBTFGEN_MINIMIZER", raising=False)
+    out = tmp_path / "out"
+    code = generate("--archive", sample_archive, "--include", "debian/12",
+                    "--object", probe_objects["base"], "--output-dir", out,
+                    "--cache-dir", tmp_path / "c", "--bpftool", tmp_path / "no-such-bpftool")
+    err = capsys.readouterr().err
+    assert code == 0, err
+    n = len(scan_archive(sample_archive, ["x86_64", "arm64"], ["debian/12"])[0])
+    assert f"{n} kernels: {n} minimized" in err and "(python 1)" in err
+    assert '"minimizer": "python 1"' in (out / "btfgen_manifest.json").read_text()
 
 
 def test_bad_objects(tmp_path: Path, sample_archive: Path, probe_objects: dict[str, Path],
@@ -251,6 +270,7 @@ def test_ctrl_c_leaves_outputs_as_they_were(tmp_path: Path, sample_archive: Path
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     base = [sys.executable, "-m", "gobtfgen", "generate", "--archive", str(sample_archive),
             "--output-dir", str(out), "--cache-dir", str(cache), "--include", "debian"]
+    base += ["--minimizer", "bpftool"]  # a slow bpftool shim gives time to interrupt
     subprocess.run([*base, "--object", str(probe_objects["base"]), "--bpftool", bpftool],
                    check=True, env=env, capture_output=True)
     before = snapshot(out)

@@ -21,11 +21,11 @@ def test_btfhub_file_and_raw_btf_give_bpftools_bytes(tmp_path: Path, sample_arch
     src = sample_archive / "debian" / "12" / "x86_64" / "6.1.0-56-amd64.btf.tar.xz"
     obj = probe_objects["base"]
     assert cli.main(["minimize", str(src), str(tmp_path / "a.btf"), str(obj),
-                     "--bpftool", bpftool]) == 0
+                     "--minimizer", "bpftool", "--bpftool", bpftool]) == 0
     raw = tmp_path / "kernel.btf"
     raw.write_bytes(read_kernel_btf(src))
     assert cli.main(["minimize", str(raw), str(tmp_path / "b.btf"), str(obj),
-                     "--bpftool", bpftool]) == 0
+                     "--minimizer", "bpftool", "--bpftool", bpftool]) == 0
     subprocess.run([bpftool, "gen", "min_core_btf", str(raw), str(tmp_path / "c.btf"), str(obj)],
                    check=True, capture_output=True)
     want = (tmp_path / "c.btf").read_bytes()
