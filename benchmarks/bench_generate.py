@@ -69,7 +69,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--object", type=Path, action="append", default=[])
-    ap.add_argument("--minimizer", default="python", help="as gobtfgen generate (default: its default)")
+    ap.add_argument("--minimizer", default="python",
+                    help="as gobtfgen generate (default: the tool's default)")
     args = ap.parse_args()
     if not args.archive.is_dir():
         print(f"archive {args.archive} not found; pass --archive", file=sys.stderr)
