@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gobtfgen.btf import BTF, BTFError, essential_name
 from gobtfgen.btf.ext import (
@@ -345,9 +346,11 @@ def _section_reach(obj: ParsedObject, section: str, outs: Sequence[Outcome]
     return reached, {i: outs[i] for i in deciders}
 
 
-def check_kernel(kernel: str, raw: bytes, objects: Sequence[ParsedObject]) -> KernelReport:
+def check_kernel(kernel: str, raw: bytes, objects: Sequence[ParsedObject], *,
+                 index_file: Path | None = None) -> KernelReport:
+    """index_file: where the kernel's type index is kept (read when valid, else written)."""
     try:
-        return _check_kernel(kernel, raw, objects)
+        return _check_kernel(kernel, raw, objects, index_file)
     except BTFError as exc:
         return KernelReport(kernel=kernel, error=f"kernel BTF: {exc}")
     except IndexError:
@@ -355,8 +358,12 @@ def check_kernel(kernel: str, raw: bytes, objects: Sequence[ParsedObject]) -> Ke
                             error="kernel BTF: a type refers to a type id past the end")
 
 
-def _check_kernel(kernel: str, raw: bytes, objects: Sequence[ParsedObject]) -> KernelReport:
-    tb = BTF(raw, wanted=_wanted(objects))
+def _check_kernel(kernel: str, raw: bytes, objects: Sequence[ParsedObject],
+                  index_file: Path | None) -> KernelReport:
+    from gobtfgen.btf import index as btf_index
+
+    tb = BTF(raw, wanted=_wanted(objects), index=btf_index.load(index_file, raw))
+    btf_index.store(index_file, tb)
     failures: list[Failure] = []
     for obj in objects:
         outs = list(evaluate_object(obj, tb))

@@ -51,7 +51,7 @@ def test_sample_kernels_human_and_json(tmp_path: Path, bpf_objects: dict[str, Pa
                                        capsys: pytest.CaptureFixture[str]) -> None:
     archive = _archive_from_sample(tmp_path, [OLD, NEW])
     args = ["check", "--archive", str(archive), "--object", str(bpf_objects["fields"]),
-            "--arch", "x86_64", "-j", "1"]
+            "--arch", "x86_64", "-j", "1", "--cache-dir", str(tmp_path / "cache")]
     assert main(args) == 1  # fields.c reads a field no kernel has, unguarded
     out = capsys.readouterr().out
     assert "2 kernels lack `task_struct.gobtfgen_no_such_field` (byte_off), unguarded in " \
@@ -76,8 +76,46 @@ def test_all_satisfied_exits_zero(tmp_path: Path, bpf_objects: dict[str, Path],
                                   capsys: pytest.CaptureFixture[str]) -> None:
     archive = _archive_from_sample(tmp_path, [NEW])
     assert main(["check", "--archive", str(archive), "--object", str(bpf_objects["net"]),
-                 "-j", "1"]) == 0
+                 "-j", "1", "--cache-dir", str(tmp_path / "cache")]) == 0
     assert "every relocation is satisfied on all 1 kernels" in capsys.readouterr().out
+
+
+def test_check_after_generate_reads_the_cached_kernels(tmp_path: Path,
+                                                      bpf_objects: dict[str, Path],
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """generate leaves each kernel's raw BTF and type index in the cache; check then needs no
+    xz and no walk, and gives the same report as from the archive alone."""
+    from gobtfgen import btf as B
+    from gobtfgen.commands import check as check_cmd
+
+    archive = _archive_from_sample(tmp_path, [OLD, NEW])
+    obj = str(bpf_objects["fields"])
+    alone = ["check", "--archive", str(archive), "--object", obj, "--arch", "x86_64", "-j", "1",
+             "--json", "--cache-dir", str(tmp_path / "other-cache")]
+    assert main(alone) == 1
+    want = json.loads(capsys.readouterr().out)
+    cache = tmp_path / "cache"
+    assert main(["generate", "--archive", str(archive), "--object", obj, "--arch", "x86_64",
+                 "--output-dir", str(tmp_path / "out"), "--cache-dir", str(cache), "--jobs",
+                 "1", "--quiet"]) == 0
+    assert len(list((cache / "raw").glob("*.idx"))) == 2
+
+    def no_xz(path: Path) -> bytes:
+        raise AssertionError(f"{path} was decompressed although generate cached it")
+
+    real_walk = B.index_types
+
+    def objects_walked_only(words: list[int]) -> B.TypeIndex:
+        if len(words) > 100_000:  # a kernel, not an object's own BTF
+            raise AssertionError("a kernel was framed again although its index was cached")
+        return real_walk(words)
+
+    monkeypatch.setattr(check_cmd, "read_kernel_btf", no_xz)
+    monkeypatch.setattr(B, "index_types", objects_walked_only)
+    capsys.readouterr()
+    assert main([*alone[:-1], str(cache)]) == 1
+    assert json.loads(capsys.readouterr().out) == want
 
 
 def test_synthetic_kernel_refused_and_missing(tmp_path: Path,
@@ -111,7 +149,7 @@ def test_unreadable_kernel_is_reported_not_fatal(tmp_path: Path, bpf_objects: di
     bad = root / "test/1/x86_64/2.0.btf.tar.xz"
     bad.write_bytes(b"not xz")
     rc = main(["check", "--archive", str(root), "--object", str(bpf_objects["synth"]),
-               "--arch", "x86_64", "-j", "1"])
+               "--arch", "x86_64", "-j", "1", "--cache-dir", str(tmp_path / "cache")])
     out = capsys.readouterr().out
     assert rc == 1
     assert "test/1/x86_64/2.0: not checked" in out

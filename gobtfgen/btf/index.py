@@ -15,13 +15,16 @@ a damaged or foreign file is rebuilt, never trusted. Files are written atomicall
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import sys
 import zlib
 from array import array
 from collections.abc import Sequence
+from pathlib import Path
 
-from gobtfgen.btf import TypeIndex
+from gobtfgen.btf import BTF, BTFError, TypeIndex, parse_header
+from gobtfgen.cache import atomic_write
 
 MAGIC = b"GBTFIX\0\2"
 _HEAD = struct.Struct("<IIII")
@@ -64,3 +67,24 @@ def decode(blob: bytes, type_len: int) -> TypeIndex | None:
     if offsets[0] != 0 or (count > 1 and offsets[1] != 0) or (count == 1 and type_len):
         return None
     return TypeIndex(offsets=offsets, named_at=named_at)
+
+
+def load(path: Path | None, kernel_data: bytes | memoryview) -> TypeIndex | None:
+    """The index kept at path for this kernel blob, or None (no file, or not this blob's)."""
+    if path is None:
+        return None
+    try:
+        blob = path.read_bytes()
+        header = parse_header(kernel_data)
+    except (OSError, BTFError):
+        return None  # no index yet, or a blob BTF() is about to reject with a better message
+    return decode(blob, header.type_len)
+
+
+def store(path: Path | None, kernel: BTF) -> None:
+    """Keep kernel's index at path unless it came from there. Best effort, like every cache
+    write: a full or read-only cache costs the walk next time."""
+    if path is None or kernel.index_reused:
+        return
+    with contextlib.suppress(OSError):
+        atomic_write(path, encode(kernel.index, kernel.header.type_len))

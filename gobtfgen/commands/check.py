@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import os
 import sys
 from collections.abc import Sequence
@@ -10,9 +12,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from gobtfgen import checker
+from gobtfgen import checker, fetch
 from gobtfgen.archive import Kernel, read_kernel_btf, scan_archive
 from gobtfgen.btf.ext import ObjectCache, ObjectError, ParsedObject
+from gobtfgen.cache import Cache, default_cache_dir
 from gobtfgen.errors import GobtfgenError, InputError, UsageError
 from gobtfgen.objects import discover, read_object
 from gobtfgen.options import add, add_kernel_filters
@@ -31,7 +34,8 @@ def register(sub: Any) -> None:
     add(p, "--object", env="GOBTFGEN_OBJECTS", kind="list", dest="objects", metavar="FILE",
         help="a BPF object (repeatable); none: bpf2go outputs found in --output-dir")
     add(p, "--archive", env="BTFHUB_ARCHIVE", metavar="DIR",
-        help="btfhub-archive directory (<id>/<version>/<arch>/<release>.btf.tar.xz)")
+        help="btfhub-archive directory (<id>/<version>/<arch>/<release>.btf.tar.xz); default: "
+             "the archive `gobtfgen fetch` made")
     add(p, "--arch", env="GOBTFGEN_ARCH", default="x86_64,arm64",
         help="comma-separated arches to check: x86_64 (amd64), arm64 (aarch64)")
     add_kernel_filters(p)
@@ -39,6 +43,9 @@ def register(sub: Any) -> None:
         help="where to look for bpf2go objects when no --object is given")
     add(p, "--jobs", "-j", env="GOBTFGEN_JOBS", default=os.cpu_count() or 1, kind="int",
         metavar="N", help="kernels checked in parallel")
+    add(p, "--cache-dir", env="GOBTFGEN_CACHE_DIR", default=str(default_cache_dir()),
+        metavar="DIR", help="generate's cache: kernels it decompressed and indexed are read "
+                            "from there, and kernels checked first are kept there for it")
     add(p, "--json", env="GOBTFGEN_CHECK_JSON", kind="bool", help="print a JSON report")
     add(p, "--all-kernels", env="GOBTFGEN_CHECK_ALL", kind="bool",
         help="list every kernel of every group, not only the first few")
@@ -52,21 +59,41 @@ def _parse(path: Path) -> ParsedObject:
         raise InputError(f"{path}: {exc}; pass a BPF object built by clang -g") from None
 
 
-def _check_one(kernel: Kernel, object_paths: Sequence[Path]) -> checker.KernelReport:
+def _raw_kernel(kernel: Kernel, cache: Cache) -> tuple[bytes, Path | None]:
+    """The kernel's raw BTF, from generate's cache when it has it (no xz), and where its type
+    index is kept. Cache writes are best effort: a read-only cache only costs time."""
+    try:
+        sha = hashlib.sha256(kernel.path.read_bytes()).hexdigest()
+    except OSError:
+        return read_kernel_btf(kernel.path), None  # which says what is wrong with the file
+    if cache.has_raw(sha):
+        with contextlib.suppress(OSError):
+            return cache.raw_path(sha).read_bytes(), cache.index_path(sha)
+    raw = read_kernel_btf(kernel.path)
+    with contextlib.suppress(OSError):
+        cache.put_raw(sha, raw)
+    return raw, cache.index_path(sha)
+
+
+def _check_one(kernel: Kernel, object_paths: Sequence[Path],
+               cache_dir: str) -> checker.KernelReport:
     objs = [_parse(p) for p in object_paths]
     try:
-        raw = read_kernel_btf(kernel.path)
+        raw, index_file = _raw_kernel(kernel, Cache(Path(cache_dir)))
     except GobtfgenError as exc:
         return checker.KernelReport(kernel=kernel.key, error=str(exc))
-    return checker.check_kernel(kernel.key, raw, objs)
+    return checker.check_kernel(kernel.key, raw, objs, index_file=index_file)
 
 
 def run(args: argparse.Namespace) -> int:
     from gobtfgen.options import parse_arches
 
     if not args.archive:
-        raise UsageError("no archive: pass --archive DIR or set BTFHUB_ARCHIVE to a "
-                         "btfhub-archive checkout")
+        fetched = fetch.default_archive()
+        if fetched is None:
+            raise UsageError("no archive: pass --archive DIR or set BTFHUB_ARCHIVE to a "
+                             "btfhub-archive checkout (gobtfgen fetch downloads one)")
+        args.archive = str(fetched)
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be at least 1")
     paths = [Path(o) for o in args.objects] or discover(Path(args.output_dir))
@@ -101,9 +128,10 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=min(args.jobs, len(todo))) as pool:
             reports = list(pool.map(_check_one, [k for k, _ in todo], [o for _, o in todo],
-                                    chunksize=4))
+                                    [args.cache_dir] * len(todo), chunksize=4))
     else:
-        reports = [_check_one(k, objs) for k, objs in todo]
+        reports = [_check_one(k, objs, args.cache_dir) for k, objs in todo]
+    Cache(Path(args.cache_dir)).evict_raw()
     if args.json:
         sys.stdout.write(checker.format_json(reports, parsed))
     else:

@@ -28,7 +28,6 @@ unmarked pointer targets as void, strings interned in first-use order, 24-byte h
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -50,7 +49,6 @@ from gobtfgen.btf.ext import (
     ObjectError,
     ParsedObject,
 )
-from gobtfgen.cache import atomic_write
 from gobtfgen.minimize import MinimizeError, Minimizer
 from gobtfgen.relocs import (
     FIELD_KINDS,
@@ -482,9 +480,8 @@ def minimize_btf(kernel_data: bytes | memoryview, objects: Sequence[ParsedObject
                                 "non-native byte order (bpftool cannot read it; use "
                                 "--minimizer python)")
     try:
-        kernel = open_kernel(kernel_data, objects, index=_load_index(index_file, kernel_data))
-        if index_file is not None and not kernel.index_reused:
-            _store_index(index_file, kernel)
+        kernel = open_kernel(kernel_data, objects, index=btf_index.load(index_file, kernel_data))
+        btf_index.store(index_file, kernel)
         h = kernel.header
         if compat and h.little_endian != (sys.byteorder == "little") and h.hdr_len != 24:
             # libbpf's btf_parse_hdr: non-native BTF must have the 24-byte header (ENOTSUP).
@@ -498,23 +495,6 @@ def minimize_btf(kernel_data: bytes | memoryview, objects: Sequence[ParsedObject
         raise MinimizeError(f"kernel BTF: {exc}") from None
     except IndexError:
         raise MinimizeError("kernel BTF: a type refers to a type id past the end") from None
-
-
-def _load_index(path: Path | None, kernel_data: bytes | memoryview) -> TypeIndex | None:
-    if path is None:
-        return None
-    try:
-        blob = path.read_bytes()
-        header = B.parse_header(kernel_data)
-    except (OSError, BTFError):
-        return None  # no index yet, or a blob BTF() is about to reject with a better message
-    return btf_index.decode(blob, header.type_len)
-
-
-def _store_index(path: Path, kernel: BTF) -> None:
-    # Best effort, like every cache write: a full or read-only cache costs the walk next time.
-    with contextlib.suppress(OSError):
-        atomic_write(path, btf_index.encode(kernel.index, kernel.header.type_len))
 
 
 class _PythonMinimizer(Minimizer):
