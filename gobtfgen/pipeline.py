@@ -48,6 +48,8 @@ from gobtfgen.write import MANIFEST, WriteResult, output_lock, write_outputs
 
 KERNELS_LIST = "btfgen_kernels.txt"
 MAKEFILE = "Makefile.btfgen"
+# Written by the Makefile.btfgen fragment (never by gobtfgen): what make last asked for.
+MAKEFILE_ARGS = "Makefile.btfgen.args"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -401,7 +403,7 @@ def render_makefile(options: GenerateOptions, p: Plan) -> str:
     objects = []
     for obj in p.objects:
         rel = os.path.relpath(os.path.abspath(obj.path), out_abs)
-        objects.append(rel if rel.startswith("..") is False and not os.path.isabs(rel) else rel)
+        objects.append(rel)
     flags = [f"--env-prefix {options.env_prefix}", f"--minimizer {options.minimizer}"]
     flags += [f"--include '{pat}'" for pat in options.include]
     flags += [f"--exclude '{pat}'" for pat in options.exclude]
@@ -413,7 +415,7 @@ def render_makefile(options: GenerateOptions, p: Plan) -> str:
         "Makefile.btfgen.j2", mark=render.GENERATED_MARK, archive=_relative_archive(options),
         arches=",".join(options.arches), package=options.package,
         objects=sorted(objects), discovered=not options.objects, flags=" ".join(flags),
-        manifest=MANIFEST)
+        manifest=MANIFEST, args_file=MAKEFILE_ARGS)
 
 
 def go_generate_line(options: GenerateOptions, p: Plan) -> str:

@@ -26,7 +26,7 @@ VMLINUX = Path("/sys/kernel/btf/vmlinux")
 # developer's checkout into a test build.
 GENERATED = ("lab3", "vmlinux.h", "vmlinux.h.tmp", "execsnoop_*_bpfel.o", "execsnoop_*_bpfel.go",
              "btfgen*.go", "btfgen_*.payload", "btfgen_manifest.json", "btfgen_kernels.txt",
-             "Makefile.btfgen", ".btfhub-host", ".btfgen-config")
+             "Makefile.btfgen", ".btfhub-host", "Makefile.btfgen.args")
 # btfhub arch -> bpf2go's name for it in object file names.
 BPF2GO_ARCH = {"x86_64": "x86", "arm64": "arm64"}
 

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "libbpf"
 GENERATED = ("execsnoop", "execsnoop.bpf.o", "execsnoop.skel.h*", "vmlinux.h*", "btfgen.c",
              "btfgen.h", "btfgen_payload_*.h", "btfgen_manifest.json", "btfgen_kernels.txt",
-             "Makefile.btfgen", ".btfhub-host", ".btfgen-config")
+             "Makefile.btfgen", ".btfhub-host", "Makefile.btfgen.args")
 TRACEFS = Path("/sys/kernel/tracing")
 COUNT = 200  # large enough that other processes exec'ing meanwhile cannot crowd us out
 

@@ -51,7 +51,8 @@ def test_makefile_fragment_tracks_objects_and_archive(tmp_path: Path, sample_arc
         assert done.returncode == 0, done.stderr
         return done.stdout + done.stderr
 
-    assert up_to_date()
+    assert up_to_date()  # and the arguments of this make are recorded as the outputs'
+    assert (pkg / "Makefile.btfgen.args").is_file()
     time.sleep(0.01)
     (pkg / "probe_x86_bpfel.o").touch()
     assert not up_to_date()
@@ -65,3 +66,23 @@ def test_makefile_fragment_tracks_objects_and_archive(tmp_path: Path, sample_arc
     assert "1 minimized, 2 from cache" in out
     assert "6.1.0-47-amd64" in (pkg / "btfgen_kernels.txt").read_text()
     assert up_to_date()
+
+    # Other arguments regenerate though no file got newer: another ARCH, an archive older than
+    # the outputs (checked out before the last build), other flags.
+    def up_to_date_with(*args: str) -> bool:
+        return subprocess.run([make, "-q", "GOBTFGEN=" + gobtfgen, *args], cwd=pkg,
+                              env=env).returncode == 0
+
+    assert not up_to_date_with("ARCH=arm64")
+    old = tmp_path / "old-archive"
+    shutil.copytree(archive, old)
+    for path in old.rglob("*"):
+        os.utime(path, (1, 1))  # from long before the last generation
+    assert not up_to_date_with(f"BTFHUB_ARCHIVE={old}")
+    done = subprocess.run([make, "GOBTFGEN=" + gobtfgen, f"BTFHUB_ARCHIVE={old}"], cwd=pkg,
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((pkg / "btfgen_manifest.json").read_text())["archive"]["path"] == str(old)
+    assert up_to_date_with(f"BTFHUB_ARCHIVE={old}")
+    assert up_to_date()  # the fragment now defaults to the archive of the last generation
+    assert not up_to_date_with("BTFGEN_FLAGS=--exclude '*cloud*'")
