@@ -41,7 +41,7 @@ from gobtfgen.archive import (
 )
 from gobtfgen.cache import Cache, StatMemo, minimize_key
 from gobtfgen.errors import GobtfgenError, InputError, Level, Problem
-from gobtfgen.minimize import MinimizeError, Minimizer, get_minimizer
+from gobtfgen.minimize import MinimizeError, Minimizer, builtin_identity, get_minimizer
 from gobtfgen.objects import BpfObject, discover, read_object_memo, signature_of
 from gobtfgen.report import Progress
 from gobtfgen.write import MANIFEST, WriteResult, output_lock, write_outputs
@@ -200,8 +200,9 @@ def _minimizer_for(name: str, options: tuple[tuple[str, str], ...]) -> Minimizer
 def _minimizer_identity(options: GenerateOptions, memo: StatMemo) -> str:
     """The minimizer's identity, remembered by the bpftool binary's stat: an unchanged re-run
     need not run `bpftool version` (a process start) to know it."""
-    if options.minimizer != "bpftool":
-        return _fresh_minimizer(options.minimizer, _minimizer_options(options)).identity()
+    builtin = builtin_identity(options.minimizer)
+    if builtin is not None:
+        return builtin  # without importing the minimizer: the fast path may need no more
     exe = Path(tools.resolve(options.bpftool, tool="bpftool")).resolve()
     known = memo.lookup(exe, "minimizer-identity")
     if isinstance(known, str):

@@ -165,3 +165,14 @@ def test_corrupt_kernels_fail_cleanly(blob: bytes, flips: list[tuple[int, int]],
     for compat in (True, False):
         with contextlib.suppress(MinimizeError):
             minimize_btf(bytes(data), objs, compat=compat)
+
+
+def test_builtin_identity_is_known_without_importing_the_minimizer() -> None:
+    """The unchanged re-run takes the identity from gobtfgen.minimize; it must be the one the
+    minimizers put in the cache key."""
+    from gobtfgen.minimize import builtin_identity
+    from gobtfgen.minimize.python import PythonCompatMinimizer, PythonMinimizer
+
+    assert builtin_identity("python") == PythonMinimizer().identity() == "python 1"
+    assert builtin_identity("python-compat") == PythonCompatMinimizer().identity()
+    assert builtin_identity("bpftool") is None

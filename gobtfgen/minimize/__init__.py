@@ -14,6 +14,16 @@ from typing import ClassVar
 
 from gobtfgen.errors import UsageError
 
+# Version of the built-in minimizers' output: bump when the output of python or python-compat
+# may change. Their identity ("python 1") is part of the cache key, and is known here without
+# importing them (an unchanged re-run needs the identity, not the minimizer).
+BUILTIN_VERSION = "1"
+
+
+def builtin_identity(name: str) -> str | None:
+    """The identity of a built-in minimizer, or None for bpftool (which depends on the tool)."""
+    return f"{name} {BUILTIN_VERSION}" if name in ("python", "python-compat") else None
+
 
 class MinimizeError(Exception):
     """This kernel cannot be minimized for these objects; the message says why (one line).

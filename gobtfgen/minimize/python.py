@@ -49,7 +49,7 @@ from gobtfgen.btf.ext import (
     ObjectError,
     ParsedObject,
 )
-from gobtfgen.minimize import MinimizeError, Minimizer
+from gobtfgen.minimize import BUILTIN_VERSION, MinimizeError, Minimizer
 from gobtfgen.relocs import (
     FIELD_KINDS,
     Outcome,
@@ -59,10 +59,6 @@ from gobtfgen.relocs import (
     skip_mods_and_typedefs,
     wanted_names,
 )
-
-# Bump when the output of either minimizer may change: it is part of the cache key.
-VERSION = "1"
-
 
 
 class _Marks:
@@ -510,7 +506,7 @@ class _PythonMinimizer(Minimizer):
         self.verify = verify
 
     def identity(self) -> str:
-        return f"{self.name} {VERSION}"
+        return f"{self.name} {BUILTIN_VERSION}"
 
     def parse_objects(self, objects: Sequence[Path]) -> list[ParsedObject]:
         try:
