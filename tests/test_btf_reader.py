@@ -163,3 +163,13 @@ def test_sample_kernel_shapes(rel: str, present: set[int], absent: set[int]) -> 
     btf.validate()
     kinds = {btf.kind(t) for t in range(1, len(btf))}
     assert present <= kinds and not (absent & kinds)
+
+
+def test_name_offset_past_the_strings_is_an_error_when_names_are_looked_up() -> None:
+    b = Builder()
+    i = b.add_int("int", 4)
+    b.add_record([10_000, B.info_word(B.STRUCT, 1, False), 4, b.add_str("x"), i, 0])
+    blob = b.to_bytes()
+    assert len(BTF(blob)) == 3  # framing alone does not read names
+    with pytest.raises(BTFError, match="name offset is past the string section"):
+        BTF(blob, wanted={"task_struct"})

@@ -16,8 +16,8 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import compress, repeat
-from operator import add
+from itertools import compress
+from operator import itemgetter
 
 MAGIC = 0xEB9F
 HEADER_LEN = 24
@@ -322,27 +322,36 @@ class BTF:
     def _collect(self, wanted: Collection[str]) -> None:
         """The named types of each wanted essential name, ascending by id.
 
-        Only the named types' names are looked at (a sixth of the records), each with one
-        bytes.startswith against a few prefixes covering every wanted name, driven by map() so
-        the loop runs in C; the few records that start like a wanted name are then checked
-        exactly. (Measured on a 101k-type kernel with a tracer's names: 2.6 ms, against 4.7 ms
-        for a regex over the whole string section followed by a pass over the named types.)
+        Only the named types' names are looked at (a sixth of the records), and in C: their
+        name offsets and the first byte of each name come from itemgetter in one call each,
+        names starting with a byte no wanted name starts with are dropped by map(), and the
+        rest meet one bytes.startswith against a few prefixes covering every wanted name; the
+        few records left are checked exactly. (Measured on a 133k-type kernel with a tracer's
+        names: 2.8 ms, against 4.1 ms with startswith on every named type and 5 ms for a
+        regex over the string section.)
         """
         found: dict[str, list[int]] = {name: [] for name in wanted}
         self._wanted = found
         prefixes = _covering_prefixes(wanted)
-        if not prefixes:
+        named_at = self.index.named_at
+        if not prefixes or not named_at:
             return
         words = self.words
-        named_at = self.index.named_at
-        name_offs = map(words.__getitem__, named_at)
-        if self._sbase:
-            name_offs = map(add, repeat(self._sbase), name_offs)
-        starts = map(self._sdata.startswith, repeat(prefixes), name_offs)
-        for at in compress(named_at, starts):
-            hit = found.get(essential_name(self.str_at(words[at])))
-            if hit is not None:
-                hit.append(bisect_left(self.offsets, at, 1))  # offsets[0] is void
+        sdata, sbase = self._sdata, self._sbase
+        strs = memoryview(sdata)[sbase:sbase + self._slen]
+        # itemgetter returns a tuple for two or more items only.
+        name_offs = itemgetter(*named_at)(words) if len(named_at) > 1 else (words[named_at[0]],)
+        try:
+            first = itemgetter(*name_offs)(strs) if len(name_offs) > 1 else (strs[name_offs[0]],)
+        except IndexError:
+            raise BTFError("a BTF type's name offset is past the string section") from None
+        initials = frozenset(p[0] for p in prefixes)
+        pairs = zip(named_at, name_offs, strict=True)
+        for at, off in compress(pairs, map(initials.__contains__, first)):
+            if sdata.startswith(prefixes, sbase + off):
+                hit = found.get(essential_name(self.str_at(off)))
+                if hit is not None:
+                    hit.append(bisect_left(self.offsets, at, 1))  # offsets[0] is void
 
     def _check_kinds(self) -> None:
         for tid in range(1, len(self.offsets)):
