@@ -345,9 +345,9 @@ def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
     executor: Executor
     if minimizer.parallel == "processes" and options.jobs > 1:
         # Imported here: the process pool's import costs every run's start ~6 ms.
-        from concurrent.futures import ProcessPoolExecutor
+        from gobtfgen.pool import process_pool
 
-        executor = ProcessPoolExecutor(max_workers=options.jobs)
+        executor = process_pool(options.jobs)
     else:
         executor = ThreadPoolExecutor(max_workers=max(1, options.jobs))
     try:

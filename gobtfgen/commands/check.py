@@ -8,7 +8,6 @@ import hashlib
 import os
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from gobtfgen.cache import Cache, default_cache_dir
 from gobtfgen.errors import GobtfgenError, InputError, UsageError
 from gobtfgen.objects import discover, read_object
 from gobtfgen.options import add, add_kernel_filters
+from gobtfgen.pool import process_pool
 
 _objects = ObjectCache()
 
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     todo = [(k, per_arch.get(k.arch, [])) for k in kernels]
     todo = [(k, objs) for k, objs in todo if objs]
     if args.jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=min(args.jobs, len(todo))) as pool:
+        with process_pool(min(args.jobs, len(todo))) as pool:
             reports = list(pool.map(_check_one, [k for k, _ in todo], [o for _, o in todo],
                                     [args.cache_dir] * len(todo), chunksize=4))
     else:
