@@ -9,8 +9,10 @@ Format (little-endian u32 words after an 8-byte magic):
     magic "GBTFIX\\0\\2", type_len, count, named_count, crc32,
     offsets[count]   (offsets[0] = 0 is void),
     named_at[named_count]
-type_len (bytes of the type section) ties the index to its blob; crc32 covers both arrays, so
-a damaged or foreign file is rebuilt, never trusted. Files are written atomically by the cache.
+type_len (bytes of the type section) ties the index to its blob and crc32 covers both arrays,
+so a damaged or truncated file is not used; one of another kernel of the same size is caught by
+BTF's sampled framing check (BTF._frames). Either way the kernel is framed again and the file
+rewritten (store(), atomically): a bad index costs time, never a wrong answer.
 """
 
 from __future__ import annotations
