@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from tests import lab3build
+from tests.tracer import Tracer, ensure_tracefs
 
 pytestmark = [pytest.mark.tools, pytest.mark.slow]
 
@@ -26,7 +24,6 @@ EXAMPLE = REPO / "examples" / "libbpf"
 GENERATED = ("execsnoop", "execsnoop.bpf.o", "execsnoop.skel.h*", "vmlinux.h*", "btfgen.c",
              "btfgen.h", "btfgen_payload_*.h", "btfgen_manifest.json", "btfgen_kernels.txt",
              "Makefile.btfgen", ".btfhub-host", "Makefile.btfgen.args")
-TRACEFS = Path("/sys/kernel/tracing")
 COUNT = 200  # large enough that other processes exec'ing meanwhile cannot crowd us out
 
 
@@ -75,70 +72,7 @@ def main_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tracefs() -> None:
-    """Syscall tracepoints attach through tracefs; mount it when the machine has not (and
-    leave it mounted, as any distribution does)."""
-    def mounted() -> bool:
-        return (TRACEFS / "events").is_dir() or Path("/sys/kernel/debug/tracing/events").is_dir()
-
-    if not mounted():
-        subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True)
-    if not mounted():
-        pytest.skip(reason="tracefs is not mounted and mounting it failed; mount -t tracefs "
-                           "nodev /sys/kernel/tracing (as root) to run it")
-
-
-class Tracer:
-    """A running ./execsnoop whose stdout and stderr are read line by line without blocking."""
-
-    def __init__(self, binary: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen([str(binary), *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env)
-        self.stdout: queue.Queue[str | None] = queue.Queue()
-        self.stderr: queue.Queue[str | None] = queue.Queue()
-        self.stderr_lines: list[str] = []
-        for stream, q in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
-            threading.Thread(target=self._pump, args=(stream, q), daemon=True).start()
-
-    @staticmethod
-    def _pump(stream: object, q: queue.Queue[str | None]) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            q.put(line.rstrip("\n"))
-        q.put(None)
-
-    def stderr_until(self, marker: str, timeout: float) -> list[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.stderr.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                line = None
-            if line is None:
-                self.kill()
-                pytest.fail(f"execsnoop never printed {marker!r}; stderr:\n"
-                            + "\n".join(self.stderr_lines))
-            self.stderr_lines.append(line)
-            if marker in line:
-                return self.stderr_lines
-
-    def event_for(self, filename: str, timeout: float) -> dict[str, object]:
-        deadline = time.monotonic() + timeout
-        seen: list[str] = []
-        while time.monotonic() < deadline:
-            try:
-                line = self.stdout.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            assert line is not None, f"execsnoop exited early: {self.stderr_lines}"
-            seen.append(line)
-            event: dict[str, object] = json.loads(line)
-            if event["filename"] == filename:
-                return event
-        pytest.fail(f"no event for {filename} among {len(seen)}: {seen[-5:]}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+    ensure_tracefs()
 
 
 @pytest.fixture

@@ -4,23 +4,20 @@ BTF, reports a process this test starts with the right pid, ppid, comm and filen
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests import lab3build
+from tests.tracer import Tracer, ensure_tracefs
 
 pytestmark = [pytest.mark.tools, pytest.mark.slow]
 
-TRACEFS = Path("/sys/kernel/tracing")
 COUNT = 200  # -count: large enough that other processes exec'ing meanwhile cannot crowd us out
 
 
@@ -29,65 +26,9 @@ def main_build(tmp_path_factory: pytest.TempPathFactory) -> lab3build.Build:
     return lab3build.build("main", tmp_path_factory)
 
 
-def _tracefs_mounted() -> bool:
-    return (TRACEFS / "events").is_dir() or Path("/sys/kernel/debug/tracing/events").is_dir()
-
-
 @pytest.fixture(scope="module")
 def tracefs() -> None:
-    """Tracepoints attach through tracefs; mount it when the machine has not. It stays mounted,
-    as on any distribution: unmounting it would pull it from under anything else tracing here
-    (another test session included)."""
-    if _tracefs_mounted():
-        return
-    if os.geteuid() != 0:
-        pytest.skip(reason="tracefs is not mounted and only root can mount it")
-    mounted = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)],
-                             capture_output=True, text=True)
-    if not _tracefs_mounted():
-        pytest.skip(reason=f"tracefs is not mounted and mounting it failed: "
-                           f"{mounted.stderr.strip()}")
-
-
-class Tracer:
-    """A running ./lab3 whose stdout and stderr are read line by line without blocking."""
-
-    def __init__(self, binary: Path, *args: str) -> None:
-        self.proc = subprocess.Popen([str(binary), *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        self.stdout: queue.Queue[str | None] = queue.Queue()
-        self.stderr: queue.Queue[str | None] = queue.Queue()
-        self.stderr_lines: list[str] = []
-        for stream, q in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
-            threading.Thread(target=self._pump, args=(stream, q), daemon=True).start()
-
-    @staticmethod
-    def _pump(stream: object, q: queue.Queue[str | None]) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            q.put(line.rstrip("\n"))
-        q.put(None)
-
-    def stderr_until(self, marker: str, timeout: float) -> list[str]:
-        """stderr lines up to the one containing marker; fails with everything seen if the
-        process ends or the time runs out first."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.stderr.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                line = None
-            if line is None:
-                self.kill()
-                pytest.fail(f"lab3 never printed {marker!r}; stderr:\n" +
-                            "\n".join(self.stderr_lines))
-            self.stderr_lines.append(line)
-            if marker in line:
-                return self.stderr_lines
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+    ensure_tracefs()
 
 
 @pytest.fixture
@@ -111,20 +52,7 @@ def test_embedded_btf_reports_known_process(main_build: lab3build.Build, tracefs
         # The parent is this test process; the child execs the probe by its full path.
         child = subprocess.Popen([str(probe)])
         child.wait(timeout=30)
-        events: list[dict[str, object]] = []
-        ours = None
-        deadline = time.monotonic() + 30
-        while ours is None and time.monotonic() < deadline:
-            try:
-                line = tracer.stdout.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            assert line is not None, f"lab3 exited early; stderr: {tracer.stderr_lines}"
-            event = json.loads(line)
-            events.append(event)
-            if event["filename"] == str(probe):
-                ours = event
-        assert ours is not None, f"no event for {probe} among {len(events)} events: {events[-5:]}"
+        ours = tracer.event_for(str(probe), timeout=30)
         assert ours == {"pid": child.pid, "ppid": os.getpid(), "uid": os.getuid(),
                         "comm": probe.name[:15], "filename": str(probe)}
 
@@ -134,12 +62,10 @@ def test_embedded_btf_reports_known_process(main_build: lab3build.Build, tracefs
                 break
             subprocess.run(["true"], check=True)
         tracer.proc.wait(timeout=30)
-        lines = len(events)
-        while (line := tracer.stdout.get(timeout=10)) is not None:
-            json.loads(line)
-            lines += 1
+        while tracer.next_event(timeout=10) is not None:
+            pass
         assert tracer.proc.returncode == 0, tracer.stderr_lines
-        assert lines == COUNT
+        assert len(tracer.events) == COUNT
     finally:
         tracer.kill()
 
