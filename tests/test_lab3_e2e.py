@@ -155,6 +155,11 @@ def test_make_is_incremental(main_build: lab3build.Build, tmp_path: Path) -> Non
     os.utime(older, (0, 0))
     assert not up_to_date(copy("archive"), f"BTFHUB_ARCHIVE={older}")
     assert not up_to_date(copy("arch"), "ARCH=x86_64,arm64")
+    # A vmlinux.h from before this boot (a kernel upgrade since) is made again.
+    rebooted = copy("rebooted")
+    os.utime(rebooted / "vmlinux.h", (1, 1))
+    query = ["make", "-q", archive, "vmlinux.h"]
+    assert subprocess.run(query, cwd=rebooted, env=main_build.env).returncode == 1
 
 
 def test_go_generate_builds(main_build: lab3build.Build, tmp_path: Path) -> None:
