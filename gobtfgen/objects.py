@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gobtfgen.elf import EM_BPF, SHF_EXECINSTR, SHT_PROGBITS, ELFFormatError
+from gobtfgen.elf import parse as parse_elf
 from gobtfgen.errors import InputError
 
 # bpf2go's target names (the __TARGET_ARCH_ values) -> btfhub arch folders. Targets btfhub has
@@ -71,7 +73,7 @@ def discover(directory: Path) -> list[Path]:
 
 def read_object_memo(path: Path, memo: Any) -> BpfObject:
     """read_object, remembered by the file's stat in a cache.StatMemo: an unchanged object is
-    not parsed again (nor pyelftools imported) on the next run."""
+    not parsed again on the next run."""
     stamp = memo.stamp(path)
     fields = memo.lookup(path, "object")
     if isinstance(fields, dict):
@@ -92,27 +94,22 @@ def read_object_memo(path: Path, memo: Any) -> BpfObject:
 
 
 def read_object(path: Path) -> BpfObject:
-    # Imported here: an unchanged re-run takes objects from the memo and never needs it.
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
     try:
-        with path.open("rb") as f:
-            elf = ELFFile(f)
-            machine = elf["e_machine"]
-            if machine != "EM_BPF":
-                raise InputError(f"{path}: an ELF for {machine}, not a BPF object; {_FIX_OBJECT}")
-            little = elf.little_endian
-            btf_sec = elf.get_section_by_name(".BTF")
-            ext_sec = elf.get_section_by_name(".BTF.ext")
-            btf = btf_sec.data() if btf_sec is not None else None
-            ext = ext_sec.data() if ext_sec is not None else None
-            programs = tuple(s.name for s in elf.iter_sections()
-                             if s["sh_type"] == "SHT_PROGBITS" and s["sh_flags"] & 0x4)
-    except ELFError as exc:
+        elf = parse_elf(path.read_bytes())
+    except ELFFormatError as exc:
         raise InputError(f"{path}: not an ELF file ({exc}); {_FIX_OBJECT}") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if elf.machine != EM_BPF:
+        raise InputError(f"{path}: an ELF for {elf.machine_name}, not a BPF object; "
+                         f"{_FIX_OBJECT}")
+    little = elf.little_endian
+    btf_sec = elf.section(".BTF")
+    ext_sec = elf.section(".BTF.ext")
+    btf = elf.section_data(btf_sec) if btf_sec is not None else None
+    ext = elf.section_data(ext_sec) if ext_sec is not None else None
+    programs = tuple(s.name for s in elf.sections
+                     if s.type == SHT_PROGBITS and s.flags & SHF_EXECINSTR)
     if btf is None:
         raise InputError(f"{path}: has no .BTF section; rebuild it with clang -g "
                          "(bpf2go passes -g by default)")
