@@ -11,8 +11,9 @@ itself (scan, hash, cache, pack, manifest) and whether memory grows with the arc
 xz reader skips), so every kernel is inflated and minimized for real: that shows the time per
 kernel of real work stays flat.
 
-Each run is a fresh process with an empty cache; peak RSS is the gobtfgen process's own (bpftool
-children are separate processes, each holding one kernel BTF at a time).
+Each run is a fresh process with an empty cache; peak RSS is the gobtfgen process's own, and
+"largest child" the peak of its largest child process (a worker of the built-in minimizer, or a
+bpftool run), each holding one kernel BTF at a time.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ WRAPPER = ("import resource, sys\n"
            "from gobtfgen import cli\n"
            "code = cli.main(sys.argv[1:])\n"
            "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-           " file=sys.stderr)\n"
+           " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
            "sys.exit(code)\n")
 
 
@@ -54,7 +55,8 @@ def build_archive(sample: Path, dest: Path, size: int, *, unique: bool) -> None:
             os.symlink(k.path.resolve(), path)
 
 
-def run(archive: Path, work: Path, obj: Path, minimizer: str) -> tuple[float, int, str]:
+def run(archive: Path, work: Path, obj: Path, minimizer: str
+        ) -> tuple[float, tuple[int, int], str]:
     out, cache = work / "out", work / "cache"
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)
@@ -66,9 +68,10 @@ def run(archive: Path, work: Path, obj: Path, minimizer: str) -> tuple[float, in
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"generate failed:\n{done.stderr}")
-    rss = int(re.search(r"maxrss_kib (\d+)", done.stderr)[1])  # type: ignore[index]
+    found = re.search(r"maxrss_kib (\d+) (\d+)", done.stderr)
+    assert found is not None, done.stderr
     summary = next(line for line in done.stderr.splitlines() if " kernels: " in line)
-    return elapsed, rss, summary
+    return elapsed, (int(found[1]), int(found[2])), summary
 
 
 def main() -> int:
@@ -78,7 +81,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="1000,2000,5000")
     ap.add_argument("--unique", type=int, default=0,
                     help="also run this many kernels with distinct bytes (real work each)")
-    ap.add_argument("--minimizer", default="bpftool")
+    ap.add_argument("--minimizer", default="python", help="as gobtfgen generate")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gobtfgen-scale-", dir=args.workdir))
@@ -101,10 +104,11 @@ def main() -> int:
             shutil.rmtree(archive)
         print(f"gobtfgen generate at scale (minimizer {args.minimizer}, jobs {os.cpu_count()})")
         print(f"{'kernels':>8} {'content':>9} {'seconds':>9} {'ms/kernel':>10} "
-              f"{'peak RSS':>10}")
-        for size, unique, elapsed, rss, _ in rows:
+              f"{'peak RSS':>10} {'largest child':>14}")
+        for size, unique, elapsed, (rss, child), _ in rows:
             print(f"{size:>8} {'distinct' if unique else 'repeated':>9} {elapsed:>9.2f} "
-                  f"{1000 * elapsed / size:>10.2f} {rss / 1024:>7.1f} MiB")
+                  f"{1000 * elapsed / size:>10.2f} {rss / 1024:>7.1f} MiB "
+                  f"{child / 1024:>10.1f} MiB")
         for size, _, _, _, summary in rows:
             print(f"  {size}: {summary.removeprefix('gobtfgen: ')}")
     finally:
