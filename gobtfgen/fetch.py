@@ -13,10 +13,15 @@ Layout of the cache directory:
     repos/<slug>/git            bare, shallow, partial clone of one repository
     repos/<slug>/trees/<name>   sparse worktrees of it, one per (commit, selection)
     .lock                       one fetch at a time
+    .readers                    held shared by every generate or check reading the archive
 
 A fetch builds a complete new tree and archive folder beside the old ones and exchanges the two
 folders in one renameat2(RENAME_EXCHANGE), so a failed or interrupted fetch leaves the previous
 archive (and the trees it points into) as they were; leftovers are removed by the next fetch.
+A run reading the archive (`reading()`) holds .readers shared and reads each kernel through the
+tree its symlink points into (`kernel_files()`), so a fetch finishing meanwhile cannot take its
+files away: the previous archive and trees are removed only when no run holds .readers, else
+they stay for the next fetch to remove.
 `archive` is a real folder, not a symlink to one: `find archive` (Makefile.btfgen's dependency
 list) does not descend into a symlinked starting point. Worktrees share the object store, so an
 update downloads only the files that changed.
@@ -25,6 +30,7 @@ update downloads only the files that changed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -39,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gobtfgen import tools
-from gobtfgen.archive import SUFFIX, scan_archive
+from gobtfgen.archive import SUFFIX, Kernel, scan_archive
 from gobtfgen.errors import GobtfgenError, InputError, Problem, ToolError, UsageError
 
 DEFAULT_REPO = "https://github.com/aquasecurity/btfhub-archive.git"
@@ -148,6 +154,60 @@ def _locked(cache: Path) -> Iterator[None]:
             raise GobtfgenError(f"another gobtfgen fetch is running in {cache}; wait for it "
                                 "or use another --cache-dir") from None
         yield
+
+
+READERS = ".readers"
+
+
+@contextlib.contextmanager
+def reading(archive: Path) -> Iterator[None]:
+    """Held by a run for as long as it reads kernels of an archive fetch made (shared, so runs
+    do not wait for each other): a fetch does not remove the files such a run uses. Anything
+    else is read with no lock; so is a fetched archive in a read-only cache."""
+    if not (archive / RECORD).is_file():
+        yield
+        return
+    try:
+        f = open(archive.parent / READERS, "a+b")  # noqa: SIM115 (held across the yield)
+    except OSError:
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_SH)  # a fetch holds it exclusive only for a moment
+        yield
+
+
+@contextlib.contextmanager
+def _unread(cache: Path) -> Iterator[bool]:
+    """Whether no run is reading the archive, held so none starts meanwhile."""
+    try:
+        f = open(cache / READERS, "a+b")  # noqa: SIM115 (held across the yield)
+    except OSError:
+        yield True
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def kernel_files(archive: Path, kernels: Sequence[Kernel]) -> list[Kernel]:
+    """For an archive fetch made, each kernel with the path its symlink points to (in a tree
+    that stays while the run holds reading()); other archives' kernels as they are."""
+    if not (archive / RECORD).is_file():
+        return list(kernels)
+    out = []
+    for k in kernels:
+        try:
+            target = os.readlink(k.path)
+        except OSError:  # not a link: a real file
+            out.append(k)
+            continue
+        out.append(dataclasses.replace(k, path=Path(os.path.normpath(k.path.parent / target))))
+    return out
 
 
 def _say(message: str) -> None:
@@ -328,10 +388,12 @@ def fetch(options: FetchOptions) -> FetchResult:
                 and any(archive.iterdir()):
             raise InputError(f"{archive} was not made by gobtfgen fetch; pass another "
                              "--cache-dir")
-        # Leftovers of an interrupted fetch: half-built or replaced archive folders.
-        for child in cache.glob(f".{ARCHIVE_LINK}-*"):
-            shutil.rmtree(child, ignore_errors=True)
-        shutil.rmtree(cache / "views", ignore_errors=True)  # made by an earlier gobtfgen
+        # Leftovers of an interrupted fetch, or kept for runs that were reading them.
+        with _unread(cache) as unread:
+            if unread:
+                for child in cache.glob(f".{ARCHIVE_LINK}-*"):
+                    shutil.rmtree(child, ignore_errors=True)
+                shutil.rmtree(cache / "views", ignore_errors=True)  # an earlier gobtfgen's
         repos = [_Repo(options, url) for url in dict.fromkeys(options.repos)]
         trees: list[tuple[str, str, Path]] = []
         for repo in repos:
@@ -343,11 +405,17 @@ def fetch(options: FetchOptions) -> FetchResult:
                                 "is unchanged") from None
         new, states, kernels, shadowed, problems = _build_view(cache, trees, options)
         old = _switch(cache, new)
-        # Only now is anything old unreachable: remove the old archive folder and trees.
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        keep = {cache / s.tree for s in states}
-        for repo in repos:
-            repo.prune(keep)
+        # Only now is anything old unreachable: remove the old archive folder and trees, unless
+        # a run is still reading them (then the next fetch does).
+        with _unread(cache) as unread:
+            if unread:
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+                keep = {cache / s.tree for s in states}
+                for repo in repos:
+                    repo.prune(keep)
+            else:
+                _say("the previous archive stays while a gobtfgen run reads it; the next "
+                     "fetch removes it")
     return FetchResult(archive=cache / ARCHIVE_LINK, repos=tuple(states), kernels=kernels,
                        shadowed=shadowed, problems=tuple(problems))

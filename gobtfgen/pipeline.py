@@ -78,6 +78,7 @@ class Plan:
     objects_by_arch: dict[str, tuple[BpfObject, ...]]
     signature_by_arch: dict[str, str]
     problems: tuple[Problem, ...]
+    archive_doc: dict[str, object]  # path and commit(s), read with the kernels
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,6 +154,10 @@ def plan(options: GenerateOptions, memo: StatMemo | None = None) -> Plan:
     by_arch = {arch: tuple(o for o in objects if arch in o.arches) for arch in options.arches}
     kernels, scan_problems = scan_archive(options.archive, options.arches, options.include,
                                           options.exclude)
+    # Kernels of a fetched archive are read from the trees their links point into now, which
+    # stay while this run holds fetch.reading(), whatever a concurrent fetch does.
+    kernels = fetch.kernel_files(options.archive, kernels)
+    archive_doc = _archive_doc(options)
     problems += scan_problems
     if not kernels:
         raise InputError(f"no kernels selected in {options.archive} for "
@@ -164,7 +169,7 @@ def plan(options: GenerateOptions, memo: StatMemo | None = None) -> Plan:
                            ".btf.tar.xz) and the filters")
     return Plan(kernels=tuple(kernels), objects=tuple(objects), objects_by_arch=by_arch,
                 signature_by_arch={a: signature_of(objs) for a, objs in by_arch.items() if objs},
-                problems=tuple(problems))
+                problems=tuple(problems), archive_doc=archive_doc)
 
 
 # ---- minimize --------------------------------------------------------------------------------
@@ -460,7 +465,7 @@ def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelRes
     doc = {
         "generator": "gobtfgen",
         "gobtfgen_version": __version__,
-        "archive": _archive_doc(options),
+        "archive": p.archive_doc,
         "minimizer": identity,
         "go_generate": go_generate_line(options, p),
         "objects": [{"path": os.path.relpath(os.path.abspath(o.path), out_abs),
@@ -543,7 +548,7 @@ def _unchanged_outcome(record: dict[str, object], start: float) -> Outcome:
 def build(options: GenerateOptions) -> Outcome:
     with output_lock(options.output_dir,
                      wait_message=f"gobtfgen: waiting for another gobtfgen run writing to "
-                                  f"{options.output_dir}"):
+                                  f"{options.output_dir}"), fetch.reading(options.archive):
         return _build(options)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gobtfgen import cli, fetch
+from gobtfgen.archive import scan_archive
 from gobtfgen.commands import fetch as fetch_command
 from gobtfgen.errors import UsageError
 from gobtfgen.options import resolve_lists
@@ -149,9 +150,41 @@ def test_update_follows_the_remote(tmp_path: Path, git_tool: str) -> None:
     }
     assert fetch.sources_of(cache / "archive") == [{"url": url, "commit": new_head}]
     # The old archive folder and tree are gone once the new ones are in place.
-    assert sorted(p.name for p in cache.iterdir()) == [".lock", "archive", "repos"]
+    assert sorted(p.name for p in cache.iterdir()) == [".lock", ".readers", "archive", "repos"]
     trees = next((cache / "repos").iterdir()) / "trees"
     assert [p.name[:12] for p in trees.iterdir() if not p.name.startswith(".")] == [new_head[:12]]
+
+
+@pytest.mark.tools
+def test_a_run_reading_the_archive_keeps_its_files(tmp_path: Path, git_tool: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A generate or check reading the fetched archive while a fetch replaces it goes on
+    reading the kernels it scanned; the previous archive goes at the next fetch."""
+    src = tmp_path / "src"
+    url = make_repo(src, KERNELS)
+    cache = tmp_path / "cache"
+    assert run_fetch(cache, "--repo", url, "--arch", "x86_64") == 0
+    archive = cache / "archive"
+    kernels, _ = scan_archive(archive, ["x86_64"])
+    with fetch.reading(archive):  # what generate and check hold
+        files = fetch.kernel_files(archive, kernels)
+        assert all("trees" in k.path.parts for k in files)
+        before = {k.key: k.path.read_bytes() for k in files}
+        head = commit(src, {"centos/8/x86_64/4.18.0-305.el8.x86_64.btf.tar.xz": None,
+                            "centos/7/x86_64/3.10.0-1160.el7.x86_64.btf.tar.xz": b"centos 7 v2"},
+                      "update")
+        assert run_fetch(cache, "--repo", url, "--arch", "x86_64") == 0  # does not wait
+        assert "previous archive stays while a gobtfgen run reads it" in capsys.readouterr().err
+        assert fetch.sources_of(archive) == [{"url": url, "commit": head}]
+        assert "centos/8/x86_64/4.18.0-305.el8.x86_64.btf.tar.xz" not in archive_files(cache)
+        # The run still reads what it scanned, the removed kernel included.
+        assert {k.key: k.path.read_bytes() for k in files} == before
+        assert before["centos/8/x86_64/4.18.0-305.el8.x86_64"] == b"centos 8"
+    assert run_fetch(cache, "--repo", url, "--arch", "x86_64") == 0  # nobody reading now
+    assert sorted(p.name for p in cache.iterdir()) == [".lock", ".readers", "archive", "repos"]
+    trees = next((cache / "repos").iterdir()) / "trees"
+    assert [p.name[:12] for p in trees.iterdir() if not p.name.startswith(".")] == [head[:12]]
+    assert not any(k.path.exists() for k in files if k.key.startswith("centos/8"))
 
 
 @pytest.mark.tools

@@ -116,8 +116,14 @@ def run(args: argparse.Namespace) -> int:
         for arch in info.arches or (arches if info.little_endian else ()):
             if arch in per_arch:
                 per_arch[arch].append(path)
-    kernels, problems = scan_archive(Path(args.archive), arches, tuple(args.include),
-                                     tuple(args.exclude))
+    with fetch.reading(Path(args.archive)):
+        return _check(args, Path(args.archive), arches, per_arch, parsed)
+
+
+def _check(args: argparse.Namespace, archive: Path, arches: Sequence[str],
+           per_arch: dict[str, list[Path]], parsed: list[ParsedObject]) -> int:
+    kernels, problems = scan_archive(archive, arches, tuple(args.include), tuple(args.exclude))
+    kernels = fetch.kernel_files(archive, kernels)
     for problem in problems:
         print(f"gobtfgen: {problem}", file=sys.stderr)
     if not kernels:
