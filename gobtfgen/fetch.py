@@ -168,7 +168,8 @@ def reading(archive: Path) -> Iterator[None]:
         yield
         return
     try:
-        f = open(archive.parent / READERS, "a+b")  # noqa: SIM115 (held across the yield)
+        # resolve(): an archive given through a symlink still locks its own cache.
+        f = open(archive.resolve().parent / READERS, "a+b")  # noqa: SIM115 (held across the yield)
     except OSError:
         yield
         return
@@ -199,14 +200,18 @@ def kernel_files(archive: Path, kernels: Sequence[Kernel]) -> list[Kernel]:
     that stays while the run holds reading()); other archives' kernels as they are."""
     if not (archive / RECORD).is_file():
         return list(kernels)
+    # Links are relative ("../../../../repos/..."): follow them from the archive's real place
+    # (it may have been given through a symlink), where the folders above are real ones.
+    root = archive.resolve()
     out = []
     for k in kernels:
         try:
-            target = os.readlink(k.path)
-        except OSError:  # not a link: a real file
+            link = root / k.path.relative_to(archive)
+            target = os.readlink(link)
+        except (OSError, ValueError):  # not a link (a real file), or not under the archive
             out.append(k)
             continue
-        out.append(dataclasses.replace(k, path=Path(os.path.normpath(k.path.parent / target))))
+        out.append(dataclasses.replace(k, path=Path(os.path.normpath(link.parent / target))))
     return out
 
 

@@ -180,6 +180,13 @@ def test_a_run_reading_the_archive_keeps_its_files(tmp_path: Path, git_tool: str
         # The run still reads what it scanned, the removed kernel included.
         assert {k.key: k.path.read_bytes() for k in files} == before
         assert before["centos/8/x86_64/4.18.0-305.el8.x86_64"] == b"centos 8"
+        # Through a symlink to the archive (as BTFHUB_ARCHIVE may be), the same files.
+        link = tmp_path / "btfhub-archive"
+        link.symlink_to(archive)
+        via_link = fetch.kernel_files(link, scan_archive(link, ["x86_64"])[0])
+        assert {k.key: k.path for k in via_link} == {k.key: k.path for k in
+                                                     fetch.kernel_files(archive, kernels)
+                                                     if k.key in {v.key for v in via_link}}
     assert run_fetch(cache, "--repo", url, "--arch", "x86_64") == 0  # nobody reading now
     assert sorted(p.name for p in cache.iterdir()) == [".lock", ".readers", "archive", "repos"]
     trees = next((cache / "repos").iterdir()) / "trees"
