@@ -78,7 +78,7 @@ class Plan:
     objects_by_arch: dict[str, tuple[BpfObject, ...]]
     signature_by_arch: dict[str, str]
     problems: tuple[Problem, ...]
-    archive_doc: dict[str, object]  # path and commit(s), read with the kernels
+    archive_doc: dict[str, object] = field(default_factory=dict)  # path, commit(s): read with the kernels
 
 
 @dataclass(frozen=True, kw_only=True)
