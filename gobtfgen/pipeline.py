@@ -78,7 +78,8 @@ class Plan:
     objects_by_arch: dict[str, tuple[BpfObject, ...]]
     signature_by_arch: dict[str, str]
     problems: tuple[Problem, ...]
-    archive_doc: dict[str, object] = field(default_factory=dict)  # path, commit(s): read with the kernels
+    # The archive's path and commit(s), read together with its kernels.
+    archive_doc: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
