@@ -351,6 +351,8 @@ def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
 
     executor: Executor
     if minimizer.parallel == "processes" and options.jobs > 1:
+        for paths in {t.objects for t in tasks}:
+            minimizer.prepare(paths)
         from gobtfgen.pool import process_pool
 
         executor = process_pool(options.jobs)

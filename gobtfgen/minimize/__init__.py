@@ -45,6 +45,11 @@ class Minimizer(abc.ABC):
     def identity(self) -> str:
         """Name and version: part of the cache key; changes whenever the output may change."""
 
+    def prepare(self, objects: Sequence[Path]) -> None:
+        """Work to do once per run before the workers start (forked workers inherit it). Any
+        problem is left for minimize() to report per kernel."""
+        return  # nothing by default: bpftool prepares nothing
+
     @abc.abstractmethod
     def minimize(self, kernel_btf: Path, objects: Sequence[Path], *,
                  data: bytes | None = None, index: Path | None = None) -> bytes:

@@ -28,6 +28,7 @@ unmarked pointer targets as void, strings interned in first-use order, 24-byte h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -507,6 +508,11 @@ class _PythonMinimizer(Minimizer):
 
     def identity(self) -> str:
         return f"{self.name} {BUILTIN_VERSION}"
+
+    def prepare(self, objects: Sequence[Path]) -> None:
+        # Parsed once in the parent: pyelftools' import and the parse are then every worker's.
+        with contextlib.suppress(MinimizeError):
+            self.parse_objects(objects)
 
     def parse_objects(self, objects: Sequence[Path]) -> list[ParsedObject]:
         try:
