@@ -173,3 +173,25 @@ def test_name_offset_past_the_strings_is_an_error_when_names_are_looked_up() -> 
     assert len(BTF(blob)) == 3  # framing alone does not read names
     with pytest.raises(BTFError, match="name offset is past the string section"):
         BTF(blob, wanted={"task_struct"})
+
+
+def _essential_name_len_reference(name: str) -> int:
+    """libbpf's loop, character by character (what essential_name_len computes with rfind)."""
+    n = len(name)
+    for i in range(n - 5, -1, -1):
+        if (name[i] != "_" and name[i + 1] == "_" and name[i + 2] == "_"
+                and name[i + 3] == "_" and name[i + 4] != "_"):
+            return i + 1
+    return n
+
+
+def test_essential_name_len_equals_libbpfs_loop_on_every_short_name() -> None:
+    import itertools
+
+    checked = 0
+    for length in range(10):
+        for chars in itertools.product("a_", repeat=length):
+            name = "".join(chars)
+            assert essential_name_len(name) == _essential_name_len_reference(name), name
+            checked += 1
+    assert checked == 1023
