@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests import lab3build
-from tests.tracer import Tracer, ensure_tracefs
+from tests.tracer import Tracer, probe, tracefs
+
+__all__ = ["probe", "tracefs"]  # fixtures
 
 pytestmark = [pytest.mark.tools, pytest.mark.slow]
 
@@ -24,19 +26,6 @@ COUNT = 200  # -count: large enough that other processes exec'ing meanwhile cann
 @pytest.fixture(scope="module")
 def main_build(tmp_path_factory: pytest.TempPathFactory) -> lab3build.Build:
     return lab3build.build("main", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def tracefs() -> None:
-    ensure_tracefs()
-
-
-@pytest.fixture
-def probe(tmp_path: Path) -> Path:
-    """A copy of true(1) under a name no other process uses: comm and filename are known."""
-    path = tmp_path / f"lab3probe{os.getpid() % 100000}"
-    shutil.copy2(shutil.which("true") or "/bin/true", path)
-    return path
 
 
 def test_embedded_btf_reports_known_process(main_build: lab3build.Build, tracefs: None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import subprocess
 import threading
 import time
@@ -35,6 +36,19 @@ def ensure_tracefs() -> None:
         pytest.skip(reason=f"tracefs is not mounted and mounting it failed "
                            f"({mounted.stderr.strip()}); mount -t tracefs nodev {TRACEFS} "
                            "(as root) to run it")
+
+
+@pytest.fixture(scope="module")
+def tracefs() -> None:
+    ensure_tracefs()
+
+
+@pytest.fixture
+def probe(tmp_path: Path) -> Path:
+    """A copy of true(1) under a name no other process uses: comm and filename are known."""
+    path = tmp_path / f"gbtprobe{os.getpid() % 100000}"
+    shutil.copy2(shutil.which("true") or "/bin/true", path)
+    return path
 
 
 class Tracer:
