@@ -138,15 +138,23 @@ def inflate_xz(data: bytes, *, what: Path, limit: int = MAX_TAR_BYTES) -> bytes:
 
 def read_kernel_btf(path: Path) -> bytes:
     """The raw BTF inside a btfhub `.btf.tar.xz`, read in memory with strict member checks."""
+    return kernel_btf_of(read_archive_file(path), what=path)
+
+
+def read_archive_file(path: Path) -> bytes:
+    """A btfhub `.btf.tar.xz` file's bytes, refusing files too large to be one."""
     try:
         size = path.stat().st_size
         if size > MAX_XZ_BYTES:
             raise InputError(f"{path}: {size >> 20} MiB is too large for a btfhub BTF file; {_FIX}")
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror}); check its permissions") from None
-    tar_bytes = inflate_xz(data, what=path)
-    return btf_from_tar(tar_bytes, what=path)
+
+
+def kernel_btf_of(data: bytes, *, what: Path) -> bytes:
+    """The raw BTF inside the bytes of a btfhub `.btf.tar.xz` (what names it in errors)."""
+    return btf_from_tar(inflate_xz(data, what=what), what=what)
 
 
 def btf_from_tar(tar_bytes: bytes, *, what: Path) -> bytes:

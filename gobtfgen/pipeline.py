@@ -28,9 +28,8 @@ from gobtfgen.archive import (
     ARCHES,
     Kernel,
     archive_commit,
-    btf_from_tar,
     check_btf,
-    inflate_xz,
+    kernel_btf_of,
     scan_archive,
 )
 from gobtfgen.cache import Cache, StatMemo, minimize_key
@@ -271,7 +270,7 @@ def _compute(task: Task, cache: Cache, minimizer: Minimizer, key: str, sha: str,
         if not cache.has_raw(sha):
             if data is None:
                 data = kernel.path.read_bytes()
-            raw = btf_from_tar(inflate_xz(data, what=kernel.path), what=kernel.path)
+            raw = kernel_btf_of(data, what=kernel.path)
             raw_path = spare = _store_raw(cache, sha, raw)
         out = minimizer.minimize(raw_path, task.objects, data=raw, index=cache.index_path(sha))
         check_btf(out, what=f"{minimizer.identity()} output for {kernel.key}")

@@ -101,8 +101,8 @@ def test_check_after_generate_reads_the_cached_kernels(tmp_path: Path,
                  "1", "--quiet"]) == 0
     assert len(list((cache / "raw").glob("*.idx"))) == 2
 
-    def no_xz(path: Path) -> bytes:
-        raise AssertionError(f"{path} was decompressed although generate cached it")
+    def no_xz(data: bytes, *, what: Path) -> bytes:
+        raise AssertionError(f"{what} was decompressed although generate cached it")
 
     real_walk = B.index_types
 
@@ -111,7 +111,7 @@ def test_check_after_generate_reads_the_cached_kernels(tmp_path: Path,
             raise AssertionError("a kernel was framed again although its index was cached")
         return real_walk(words)
 
-    monkeypatch.setattr(check_cmd, "read_kernel_btf", no_xz)
+    monkeypatch.setattr(check_cmd, "kernel_btf_of", no_xz)
     monkeypatch.setattr(B, "index_types", objects_walked_only)
     capsys.readouterr()
     assert main([*alone[:-1], str(cache)]) == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gobtfgen import checker, fetch
-from gobtfgen.archive import Kernel, read_kernel_btf, scan_archive
+from gobtfgen.archive import Kernel, kernel_btf_of, read_archive_file, scan_archive
 from gobtfgen.btf.ext import ObjectCache, ObjectError, ParsedObject
 from gobtfgen.cache import Cache, default_cache_dir
 from gobtfgen.errors import GobtfgenError, InputError, UsageError
@@ -62,14 +62,12 @@ def _parse(path: Path) -> ParsedObject:
 def _raw_kernel(kernel: Kernel, cache: Cache) -> tuple[bytes, Path | None]:
     """The kernel's raw BTF, from generate's cache when it has it (no xz), and where its type
     index is kept. Cache writes are best effort: a read-only cache only costs time."""
-    try:
-        sha = hashlib.sha256(kernel.path.read_bytes()).hexdigest()
-    except OSError:
-        return read_kernel_btf(kernel.path), None  # which says what is wrong with the file
+    data = read_archive_file(kernel.path)  # read once: hashed, and inflated when not cached
+    sha = hashlib.sha256(data).hexdigest()
     if cache.has_raw(sha):
         with contextlib.suppress(OSError):
             return cache.raw_path(sha).read_bytes(), cache.index_path(sha)
-    raw = read_kernel_btf(kernel.path)
+    raw = kernel_btf_of(data, what=kernel.path)
     with contextlib.suppress(OSError):
         cache.put_raw(sha, raw)
     return raw, cache.index_path(sha)
