@@ -7,7 +7,9 @@ Names: "fields" (every field relocation kind, bitfields, arrays, anonymous membe
 "types" (type and enum-value relocations), "matches" (type_matches), "net" (a second object
 sharing types with "fields"), "synth" (targets of the synthetic kernels in the tests),
 "tracer" (a typical tracer probing enum bpf_func_id), "fields_eb" (fields.c compiled
-big-endian). The sources carry their own struct definitions with preserve_access_index, so
+big-endian), "execsnoop" (a tracer with one guarded read of a field no kernel has),
+"kprobe_x86" (reads x86 pt_regs registers), "noreloc" (.BTF.ext but no CO-RE relocation).
+The sources carry their own struct definitions with preserve_access_index, so
 nothing depends on the host kernel or vmlinux.h.
 """
 
@@ -22,7 +24,8 @@ from pathlib import Path
 import pytest
 
 SOURCES = Path(__file__).resolve().parent / "bpf"
-OBJECTS = ("fields", "types", "matches", "net", "synth", "tracer")
+OBJECTS = ("fields", "types", "matches", "net", "synth", "tracer", "execsnoop",
+           "kprobe_x86", "noreloc")
 # Objects whose TYPE_EXISTS relocations are rewritten to TYPE_MATCHES (see matches.c).
 MATCHES_FROM_EXISTS = frozenset({"matches"})
 

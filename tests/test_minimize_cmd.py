@@ -10,7 +10,11 @@ import pytest
 
 from gobtfgen import cli
 from gobtfgen.archive import read_kernel_btf
+from tests.bpfobjs import bpf_objects
 from tests.conftest import FIXTURES, compile_bpf, need
+from tests.dupkernel import real_kernel_btf
+
+__all__ = ["bpf_objects"]
 
 pytestmark = pytest.mark.tools
 
@@ -52,7 +56,61 @@ def test_bad_inputs(tmp_path: Path, probe_objects: dict[str, Path],
                         str(FIXTURES / "probe.bpf.c"), "-o", str(big)], check=True)
         assert cli.main(["minimize", str(vmlinux), str(tmp_path / "o.btf"), str(big)]) == 1
         assert "a big-endian object for a little-endian kernel BTF" in capsys.readouterr().err
-    maps = compile_bpf(FIXTURES / "maps_only.bpf.c", tmp_path / "maps.o")
-    assert cli.main(["minimize", str(vmlinux), str(tmp_path / "o.btf"), str(maps)]) == 1
-    assert "has no CO-RE relocations" in capsys.readouterr().err
     assert not (tmp_path / "o.btf").exists()
+
+
+# Argument lists as Makefiles pass them to `bpftool gen min_core_btf` (bpftool's usage:
+# `bpftool [OPTIONS] gen min_core_btf INPUT OUTPUT OBJECT [OBJECT...]`, OPTIONS anywhere).
+# {k} kernel, {o} output, objects by name.
+ARG_LISTS = [
+    (["{k}", "{o}", "tracer"], []),
+    (["{k}", "{o}", "tracer", "execsnoop", "noreloc"], []),
+    (["{k}", "{o}", "tracer", "-d", "execsnoop"], []),
+    (["{k}", "{o}", "tracer", "-j", "-p"], []),
+    (["{k}", "{o}", "noreloc"], []),
+    (["--", "{k}", "{o}", "tracer"], ["-L"]),
+    (["{k}", "{o}", "kprobe_x86", "noreloc", "tracer"], ["-jp"]),
+]
+
+
+@pytest.mark.parametrize(("words", "front"), ARG_LISTS)
+def test_drop_in_for_bpftool(words: list[str], front: list[str], tmp_path: Path,
+                             bpf_objects: dict[str, Path],
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    bpftool = need("bpftool")
+    kernel = tmp_path / "vmlinux.btf"
+    kernel.write_bytes(real_kernel_btf())
+
+    def argv(out: str) -> list[str]:
+        subst = {"{k}": str(kernel), "{o}": str(tmp_path / out)}
+        return [subst.get(w, str(bpf_objects[w]) if w in bpf_objects else w) for w in words]
+
+    theirs = subprocess.run([bpftool, *front, "gen", "min_core_btf", *argv("bpftool.btf")],
+                            capture_output=True, text=True)
+    assert theirs.returncode == 0, theirs.stderr
+    assert cli.main(["minimize", "--minimizer", "python-compat", *front,
+                     *argv("compat.btf")]) == 0
+    assert (tmp_path / "compat.btf").read_bytes() == (tmp_path / "bpftool.btf").read_bytes()
+    assert cli.main(["minimize", *front, *argv("python.btf")]) == 0
+    assert (tmp_path / "python.btf").stat().st_size <= (tmp_path / "bpftool.btf").stat().st_size
+    err = capsys.readouterr().err
+    assert ("noreloc.o: no CO-RE relocations" in err) == ("noreloc" in words)
+
+
+def test_no_btf_ext_skipped_where_bpftool_fails(tmp_path: Path, bpf_objects: dict[str, Path],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # A map-only object without .BTF.ext makes bpftool fail; gobtfgen skips it with a note.
+    bpftool = need("bpftool")
+    kernel = tmp_path / "vmlinux.btf"
+    kernel.write_bytes(real_kernel_btf())
+    maps = compile_bpf(FIXTURES / "maps_only.bpf.c", tmp_path / "maps.o")
+    tracer = str(bpf_objects["tracer"])
+    theirs = subprocess.run([bpftool, "gen", "min_core_btf", str(kernel), str(tmp_path / "b.btf"),
+                             tracer, str(maps)], capture_output=True, text=True)
+    assert theirs.returncode != 0
+    assert cli.main(["minimize", str(kernel), str(tmp_path / "o.btf"), tracer, str(maps),
+                     "--minimizer", "python-compat"]) == 0
+    assert "maps.o: no CO-RE relocations" in capsys.readouterr().err
+    subprocess.run([bpftool, "gen", "min_core_btf", str(kernel), str(tmp_path / "b.btf"), tracer],
+                   check=True, capture_output=True)
+    assert (tmp_path / "o.btf").read_bytes() == (tmp_path / "b.btf").read_bytes()

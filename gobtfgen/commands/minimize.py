@@ -1,13 +1,24 @@
-"""gobtfgen minimize INPUT OUTPUT OBJECT...: one kernel, in bpftool gen min_core_btf's order."""
+"""gobtfgen minimize INPUT OUTPUT OBJECT...: one kernel, in bpftool gen min_core_btf's order.
+
+A drop-in for `bpftool [OPTIONS] gen min_core_btf INPUT OUTPUT OBJECT [OBJECT...]`: the same
+positional arguments, bpftool's global options accepted wherever they stand (bpftool's
+getopt_long permutes argv, so Makefiles put them first or last), and objects without CO-RE
+relocations skipped with a note, as bpftool ignores them (libbpf tool collections pass
+`*.bpf.o`, helpers and map-only objects included).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gobtfgen import tools
 from gobtfgen.archive import SUFFIX, check_btf, read_kernel_btf
+from gobtfgen.btf import BTFWriter
 from gobtfgen.cache import atomic_write
 from gobtfgen.commands.generate import add_minimizer_flags
 from gobtfgen.errors import InputError, UsageError
@@ -25,25 +36,75 @@ def register(sub: Any) -> None:
                     ".btf.tar.xz) that the CO-RE relocations of the OBJECTs need.")
     p.add_argument("input", metavar="INPUT", help="kernel BTF: raw .btf or btfhub .btf.tar.xz")
     p.add_argument("output", metavar="OUTPUT", help="minimized BTF to write")
-    p.add_argument("objects", metavar="OBJECT", nargs="+", help="BPF objects (with .BTF.ext)")
+    p.add_argument("objects", metavar="OBJECT", nargs="+",
+                   help="BPF objects; those without CO-RE relocations are skipped with a note")
     add_minimizer_flags(p)
+    # bpftool's global options (main.c), so `bpftool -d gen min_core_btf ...` lines port as
+    # they are: -d prints the commands run, like gobtfgen -v; the others change nothing here
+    # (min_core_btf prints nothing and pins nothing).
+    g = p.add_argument_group("bpftool's global options (accepted for drop-in use)")
+    g.add_argument("-d", "--debug", action="store_true", help="as gobtfgen -v")
+    for short, long in _BPFTOOL_NOOP_FLAGS:
+        g.add_argument(short, long, action="store_true", help=argparse.SUPPRESS)
+    g.add_argument("-B", "--base-btf", metavar="FILE", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
+_BPFTOOL_NOOP_FLAGS = (("-j", "--json"), ("-p", "--pretty"), ("-l", "--legacy"),
+                       ("-L", "--use-loader"), ("-m", "--mapcompat"), ("-n", "--nomount"),
+                       ("-f", "--bpffs"))
+_VALUE_OPTIONS = frozenset({"--minimizer", "--bpftool", "-B", "--base-btf"})
+
+
+def bpftool_order(argv: Sequence[str]) -> list[str]:
+    """Options first, positionals last, as bpftool's getopt_long sees them.
+
+    argparse cannot take an option between two OBJECTs (`minimize in out a.o -d b.o`); bpftool
+    can, because GNU getopt moves options before the operands. This does the same for the
+    words after `minimize`.
+    """
+    argv = list(argv)
+    try:
+        at = argv.index("minimize")
+    except ValueError:
+        return argv
+    opts: list[str] = []
+    operands: list[str] = []
+    rest = iter(argv[at + 1:])
+    for word in rest:
+        if word == "--":
+            operands.extend(rest)
+        elif word in _VALUE_OPTIONS:
+            opts.append(word)
+            value = next(rest, None)
+            if value is not None:
+                opts.append(value)
+        elif word.startswith("-") and word != "-":
+            opts.append(word)
+        else:
+            operands.append(word)
+    return [*argv[:at + 1], *opts, *(["--", *operands] if operands else [])]
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.debug:
+        tools.VERBOSE = True
     source = Path(args.input)
     if not source.is_file():
         raise UsageError(f"{source}: no such kernel BTF file")
-    objects = [Path(o) for o in args.objects]
     parsed = []
-    for path in objects:
+    for path in (Path(o) for o in args.objects):
         if not path.is_file():
             raise UsageError(f"{path}: no such object file")
         obj = read_object(path)
         if obj.core_relocations == 0:
-            raise InputError(f"{path}: has no CO-RE relocations (.BTF.ext), so it needs no "
-                             "kernel BTF; leave it out")
+            # What bpftool does with an object whose .BTF.ext holds no CO-RE relocation, and
+            # what generate does with any object that needs no kernel BTF.
+            print(f"gobtfgen: note: {path}: no CO-RE relocations (.BTF.ext): needs no kernel "
+                  "BTF, skipped", file=sys.stderr)
+            continue
         parsed.append(obj)
+    objects = [obj.path for obj in parsed]
     minimizer = get_minimizer(args.minimizer, bpftool=args.bpftool)
     with tempfile.TemporaryDirectory(prefix="gobtfgen-") as tmp:
         if source.name.endswith(SUFFIX):
@@ -61,9 +122,13 @@ def run(args: argparse.Namespace) -> int:
                     f"for a {'little' if little else 'big'}-endian kernel BTF ({source}); "
                     f"build it for the kernel's byte order (bpf2go's "
                     f"{'bpfel' if little else 'bpfeb'} object)")
-        try:
-            out = minimizer.minimize(raw, objects)
-        except MinimizeError as exc:
-            raise InputError(f"{source}: {exc}") from None
+        if not objects:
+            # bpftool's output for objects without relocations: no type, the empty string.
+            out = BTFWriter().to_bytes()
+        else:
+            try:
+                out = minimizer.minimize(raw, objects)
+            except MinimizeError as exc:
+                raise InputError(f"{source}: {exc}") from None
     atomic_write(Path(args.output), out)
     return 0

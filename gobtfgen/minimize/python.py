@@ -7,6 +7,9 @@ header, and a failure wherever bpftool fails.
 `python` is the same algorithm with bpftool's defects fixed:
 - every matching candidate is kept, not only the first, so a kernel with several types of one
   name resolves the same against the minimized BTF as against the full one;
+- of several types that would be written identically (a kernel BTF that was never
+  deduplicated holds hundreds of identical copies of `task_struct`), one is kept: every
+  candidate that differs stays, identical ones answer every relocation the same;
 - FWD and TYPE_TAG reached while marking are kept instead of aborting the run;
 - kind_flag=0 bitfields keep their raw member offsets instead of aborting the run;
 - an ambiguous or otherwise failing relocation marks what it matched, so it fails the same way
@@ -75,6 +78,7 @@ class _Marks:
         self._seen: set[tuple[int, bool]] = set()
         self._seen_match: set[tuple[int, bool]] = set()
         self._whole: set[int] = set()
+        self.pinned: set[int] = set()  # never merged with an identical type (_representatives)
 
     def _unsupported(self, tid: int) -> MinimizeError:
         # bpftool: `unsupported kind: %s (%d)` from btfgen_mark_type*; the run stops.
@@ -259,21 +263,70 @@ class _Marks:
     # -- output ---------------------------------------------------------------------------
 
     def write(self) -> bytes:
-        """btfgen_get_btf: marked types in id order, ids remapped, unmarked refs to void."""
-        k = self.k
+        """btfgen_get_btf: marked types in id order, ids remapped, unmarked refs to void.
+
+        The python minimizer then keeps one representative of each set of identical types
+        (see _representatives); python-compat writes every marked type, as bpftool does.
+        """
         order = sorted(self.types)
-        new_id = {old: i + 1 for i, old in enumerate(order)}
+        rep = {tid: tid for tid in order} if self.compat else self._representatives(order)
+        kept = [tid for tid in order if rep[tid] == tid]
+        position = {tid: i + 1 for i, tid in enumerate(kept)}
+        new_id = {tid: position[rep[tid]] for tid in order}
         w = BTFWriter()
-        for tid in order:
-            kind = k.kind(tid)
-            if kind in (B.STRUCT, B.UNION):
-                w.add_record(self._composite(w, tid, kind, new_id))
-            elif kind in (B.ENUM, B.ENUM64) and tid not in self.whole_enums \
-                    and tid in self.enumerators:
-                w.add_record(self._partial_enum(w, tid, kind))
-            else:
-                w.add_record(self._copy(w, tid, kind, new_id))
+        for tid in kept:
+            w.add_record(self._render(w, tid, new_id))
         return w.to_bytes()
+
+    def _render(self, w: BTFWriter, tid: int, new_id: dict[int, int]) -> list[int]:
+        kind = self.k.kind(tid)
+        if kind in (B.STRUCT, B.UNION):
+            return self._composite(w, tid, kind, new_id)
+        if kind in (B.ENUM, B.ENUM64) and tid not in self.whole_enums \
+                and tid in self.enumerators:
+            return self._partial_enum(w, tid, kind)
+        return self._copy(w, tid, kind, new_id)
+
+    def _representatives(self, order: list[int]) -> dict[int, int]:
+        """Map every marked type to the first of the marked types identical to it.
+
+        A kernel BTF that was never deduplicated (btfhub's CentOS 8 arm64 kernels: 562k types,
+        `task_struct` 476 times) makes every copy a matching candidate. Two types that would be
+        written the same (name, kind, size, kept members and enumerators, and referenced types
+        that are again identical, cycles included) give every relocation the same answer, so
+        one of them answers for all: libbpf's ambiguity check compares results, which are
+        equal, and its candidate narrowing keeps or drops them together. The comparison is
+        the coarsest partition stable under "refers to the same classes" (partition
+        refinement), so `struct list_head { struct list_head *next; }` copies merge too.
+        Candidates of target-type-id relocations stay apart: their result is the id itself,
+        and merging would turn libbpf's ambiguity against the full BTF into a success.
+        """
+        scratch = BTFWriter()  # one string table, so equal strings give equal offsets
+        identity = {tid: tid for tid in order}
+        local: dict[int, tuple[int, ...]] = {}
+        refs: dict[int, tuple[int, ...]] = {}
+        for tid in order:
+            rec = self._render(scratch, tid, identity)
+            at = _ref_positions(self.k.kind(tid), rec[1] & 0xFFFF)
+            refs[tid] = tuple(rec[i] for i in at)
+            for i in at:
+                rec[i] = 0
+            if tid in self.pinned:
+                rec.append(tid)  # a class of its own
+            local[tid] = tuple(rec)
+        classes: dict[tuple[int, ...], int] = {}
+        cls = {tid: classes.setdefault(local[tid], len(classes)) for tid in order}
+        count = len(classes)
+        while True:
+            refined: dict[tuple[int, ...], int] = {}
+            nxt = {tid: refined.setdefault(
+                (cls[tid], *(cls[r] if r else -1 for r in refs[tid])), len(refined))
+                for tid in order}
+            if len(refined) == count:
+                break
+            cls, count = nxt, len(refined)
+        first: dict[int, int] = {}
+        return {tid: first.setdefault(cls[tid], tid) for tid in order}
 
     def _composite(self, w: BTFWriter, tid: int, kind: int, new_id: dict[int, int]) -> list[int]:
         k = self.k
@@ -346,6 +399,22 @@ class _Marks:
         return rec
 
 
+def _ref_positions(kind: int, vlen: int) -> list[int]:
+    """Where a written record holds type ids (libbpf's btf_type_visit_type_ids)."""
+    if kind in (B.PTR, B.TYPEDEF, B.VOLATILE, B.CONST, B.RESTRICT, B.FUNC, B.VAR,
+                B.DECL_TAG, B.TYPE_TAG):
+        return [2]
+    if kind == B.FUNC_PROTO:
+        return [2, *(4 + 2 * i for i in range(vlen))]
+    if kind == B.ARRAY:
+        return [3, 4]
+    if kind in (B.STRUCT, B.UNION):
+        return [4 + 3 * i for i in range(vlen)]
+    if kind == B.DATASEC:
+        return [3 + 3 * i for i in range(vlen)]
+    return []
+
+
 def _relo_where(obj: ParsedObject, out: Outcome) -> str:
     r = out.relo
     return (f"{obj.path.name}: {r.section} relo #{r.index} "
@@ -368,6 +437,8 @@ def mark(kernel: BTF, objects: Sequence[ParsedObject], *, compat: bool
         outs = list(evaluate_object(obj, kernel))
         outcomes.append(outs)
         for out in outs:
+            if out.relo.kind == TYPE_ID_TARGET:
+                marks.pinned.update(out.candidates)
             if out.error is not None:
                 if compat:
                     raise MinimizeError(f"{_relo_where(obj, out)}: {out.error}")
