@@ -220,12 +220,6 @@ def modules_dir(pkg: KernelPackage) -> Path:
     return dest
 
 
-def _apt_known(pkg: KernelPackage) -> bool:
-    out = subprocess.run(["apt-cache", "show", "--no-all-versions", pkg.apt_spec],
-                         capture_output=True)
-    return out.returncode == 0
-
-
 def _root_cmd(*cmd: str) -> list[str]:
     if os.geteuid() == 0:
         return list(cmd)
@@ -235,31 +229,43 @@ def _root_cmd(*cmd: str) -> list[str]:
     return ["sudo", *cmd]
 
 
-def _prepare_apt(missing: list[KernelPackage], say: bool) -> None:
-    """Make apt know every missing package: add the foreign arch and refresh the lists only when
-    a package is unknown, so a machine that has them does nothing."""
+def _apt_update(say: bool) -> None:
+    if say:
+        print("fetch-kernels: apt-get update", file=sys.stderr)
+    subprocess.run(_root_cmd("apt-get", "update", "-qq"), check=True, stdout=subprocess.DEVNULL)
+
+
+def _add_architectures(missing: list[KernelPackage], say: bool) -> bool:
+    """dpkg --add-architecture for a foreign arch apt does not know yet; True when it did (the
+    package lists then need refreshing)."""
     native = _native_debarch()
     foreign = set(subprocess.run(["dpkg", "--print-foreign-architectures"], capture_output=True,
                                  text=True, check=True).stdout.split())
-    update = False
+    added = False
     for arch in sorted({p.debarch for p in missing} - {native} - foreign):
         if say:
             print(f"fetch-kernels: dpkg --add-architecture {arch}", file=sys.stderr)
         subprocess.run(_root_cmd("dpkg", "--add-architecture", arch), check=True)
-        update = True
-    if update or not all(_apt_known(p) for p in missing):
-        if say:
-            print("fetch-kernels: apt-get update", file=sys.stderr)
-        subprocess.run(_root_cmd("apt-get", "update", "-qq"), check=True,
-                       stdout=subprocess.DEVNULL)
-    gone = [p.apt_spec for p in missing if not _apt_known(p)]
-    if gone:
-        raise CorpusError(f"apt does not serve {', '.join(gone)} (Debian removes superseded "
-                          "kernels); put current versions in tests/kernels.tsv (name, version, "
-                          "arch, release, and SHA256 and Size from `apt-cache show`)")
+        added = True
+    return added
+
+
+def _apt_download(missing: list[KernelPackage], into: Path) -> str | None:
+    """Run apt-get download; None when it worked, else apt's complaint."""
+    out = subprocess.run(["apt-get", "download", "-qq", *[p.apt_spec for p in missing]],
+                         cwd=into, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if out.returncode == 0:
+        return None
+    errors = [line for line in out.stderr.splitlines() if line.startswith("E:")]
+    return "; ".join(errors) or out.stderr.strip() or f"exit {out.returncode}"
 
 
 def _download(missing: list[KernelPackage], say: bool) -> None:
+    """Download the missing packages. Asking apt whether it knows each one costs seconds per
+    package, so just try, and refresh the package lists (once) only when apt does not know one."""
+    updated = _add_architectures(missing, say)
+    if updated:
+        _apt_update(say)
     DEBS.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download.", dir=DEBS))
     try:
@@ -270,8 +276,15 @@ def _download(missing: list[KernelPackage], say: bool) -> None:
         # apt drops to the _apt user to download; it must be able to write the directory.
         tmp.chmod(0o777)
         started = time.monotonic()
-        subprocess.run(["apt-get", "download", "-qq", *[p.apt_spec for p in missing]],
-                       cwd=tmp, check=True, stderr=subprocess.PIPE)
+        failure = _apt_download(missing, tmp)
+        if failure is not None and not updated:
+            _apt_update(say)
+            failure = _apt_download(missing, tmp)
+        if failure is not None:
+            raise CorpusError(f"apt-get download failed: {failure}. If apt no longer serves a "
+                              "version (Debian removes superseded kernels), put current ones in "
+                              "tests/kernels.tsv (name, version, arch, release, and SHA256 and "
+                              "Size from `apt-cache show`)")
         for pkg in missing:
             got = tmp / pkg.filename
             if not got.is_file():
@@ -282,8 +295,6 @@ def _download(missing: list[KernelPackage], say: bool) -> None:
         if say:
             print(f"fetch-kernels: {total / 1e6:.0f} MB in {time.monotonic() - started:.0f} s",
                   file=sys.stderr)
-    except subprocess.CalledProcessError as e:
-        raise CorpusError(f"apt-get download failed: {(e.stderr or b'').decode().strip()}") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -296,7 +307,6 @@ def fetch(say: bool = True) -> None:
         if _cached_deb(pkg) is None:
             missing.append(pkg)
     if missing:
-        _prepare_apt(missing, say)
         _download(missing, say)
     for pkg in packages():
         dest = boot_image_path(pkg)
