@@ -442,9 +442,11 @@ def go_generate_line(options: GenerateOptions, p: Plan) -> str:
     if options.env_prefix != "BTFGEN":
         parts += ["--env-prefix", options.env_prefix]
     if options.objects:
+        # Every object the user named, skipped ones included: pasted, the line makes the same
+        # plan (and the same notes) again.
         out_abs = os.path.abspath(options.output_dir)
-        for obj in p.objects:
-            parts += ["--object", os.path.relpath(os.path.abspath(obj.path), out_abs)]
+        for path in options.objects:
+            parts += ["--object", os.path.relpath(os.path.abspath(path), out_abs)]
     return " ".join(shlex.quote(part) if part != "//go:generate" else part for part in parts)
 
 
@@ -459,7 +461,8 @@ def kernels_text(results: Sequence[KernelResult]) -> str:
 
 
 def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelResult],
-                  identity: str, stats: dict[str, pack.PackStats], files: Sequence[str]) -> str:
+                  identity: str, stats: dict[str, pack.PackStats], files: Sequence[str],
+                  problems: Sequence[Problem] = ()) -> str:
     def blob_id(btf: bytes | None) -> str | None:
         return hashlib.sha256(btf).hexdigest() if btf else None
 
@@ -480,6 +483,11 @@ def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelRes
                      "btf_sha256": blob_id(r.btf), "problem": None if r.btf else r.message}
                     for r in results],
         "files": sorted([*files, MANIFEST]),
+        # Every problem of the run: the summary groups them and points here for the rest.
+        # Subjects naming files are relative to the output directory, like "objects".
+        "problems": [{"level": pr.level.value, "message": pr.message,
+                      "subject": os.path.relpath(os.path.abspath(pr.subject), out_abs)
+                      if os.path.isfile(pr.subject) else pr.subject} for pr in problems],
     }
     return json.dumps(doc, indent=1, sort_keys=False) + "\n"
 
@@ -625,7 +633,8 @@ def _build(options: GenerateOptions) -> Outcome:
             files[c_outputs.LD_FILE] = c_outputs.ld_object(tar_gz, ld=options.ld)
     files[MAKEFILE] = prerendered[MAKEFILE]
     files[KERNELS_LIST] = kernels_text(results).encode()
-    files[MANIFEST] = manifest_json(options, p, results, identity, stats, list(files)).encode()
+    files[MANIFEST] = manifest_json(options, p, results, identity, stats, list(files),
+                                    problems).encode()
     written = write_outputs(options.output_dir, files)
     failed = sum(1 for r in results if r.status == "failed")
     counts = {s: sum(1 for r in results if r.status == s)

@@ -52,12 +52,52 @@ def human_bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+_RANK = {Level.ERROR: 0, Level.WARNING: 1, Level.NOTE: 2}
+
+
+def is_skip_note(problem: Problem) -> bool:
+    """A note that an input was left out of the run (an object, an arch's kernels)."""
+    return problem.level is Level.NOTE and problem.message.endswith("skipped")
+
+
+def problem_lines(problems: Sequence[Problem], *, where: str | None = None,
+                  examples: int = 3) -> list[str]:
+    """One line per kind of problem (level and message), with a count and examples.
+
+    58 objects with fentry programs give one warning line, not 58 lines that push everything
+    else off the screen. Notes about skipped inputs name every input: the user has to know
+    which objects did not make it into the output. `where` names the file that holds every
+    problem (the manifest), said only when a line leaves subjects out.
+    """
+    kinds: dict[tuple[Level, str], list[Problem]] = {}
+    for problem in sorted(problems, key=lambda p: (_RANK[p.level], p.subject, p.message)):
+        group = kinds.setdefault((problem.level, _kind_of(problem)), [])
+        if problem not in group:
+            group.append(problem)
+    lines = []
+    for (level, kind), group in sorted(kinds.items(), key=lambda kv: (_RANK[kv[0][0]],
+                                                                      kv[1][0].subject)):
+        if len(group) == 1:
+            lines.append(f"{level.value}: {group[0].subject}: {group[0].message}")
+            continue
+        subjects = [p.subject for p in group]
+        shown = subjects if is_skip_note(group[0]) else subjects[:examples]
+        more = len(subjects) - len(shown)
+        tail = f" and {more} more" + (f" (all in {where})" if where else "") if more else ""
+        lines.append(f"{level.value}: {kind} ({len(subjects)}): {', '.join(shown)}{tail}")
+    return lines
+
+
+def _kind_of(problem: Problem) -> str:
+    """The message with what names its subject (`<file>` for a path holding it) left out, so
+    the same failure on many kernels is one kind."""
+    words = problem.message.split(" ")
+    return " ".join("<file>" if problem.subject in w and w != problem.subject else w
+                    for w in words).replace(problem.subject, "<subject>")
+
+
 def print_problems(problems: Sequence[Problem], *, stream: TextIO | None = None,
-                   limit: int = 50) -> None:
+                   where: str | None = None) -> None:
     stream = stream or sys.stderr
-    ordered = sorted(problems, key=lambda p: ([Level.ERROR, Level.WARNING, Level.NOTE].index(
-        p.level), p.subject))
-    for problem in ordered[:limit]:
-        print(f"gobtfgen: {problem}", file=stream)
-    if len(ordered) > limit:
-        print(f"gobtfgen: ... and {len(ordered) - limit} more (see the manifest)", file=stream)
+    for line in problem_lines(problems, where=where):
+        print(f"gobtfgen: {line}", file=stream)

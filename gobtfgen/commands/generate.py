@@ -14,7 +14,8 @@ from gobtfgen.cache import default_cache_dir
 from gobtfgen.errors import UsageError
 from gobtfgen.minimize import available
 from gobtfgen.options import add, add_kernel_filters, parse_arches
-from gobtfgen.report import human_bytes, print_problems
+from gobtfgen.report import human_bytes, is_skip_note, print_problems
+from gobtfgen.write import MANIFEST
 
 _PACKAGE_RE = re.compile(rb"^package\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
 
@@ -129,15 +130,16 @@ def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     outcome = pipeline.build(options)
     err = sys.stderr
+    # --quiet drops notes, except those naming inputs left out of the output.
     problems = [p for p in outcome.problems
-                if not args.quiet or p.level.value != "note"]
-    print_problems(problems)
+                if not args.quiet or p.level.value != "note" or is_skip_note(p)]
+    print_problems(problems, where=str(Path(options.output_dir) / MANIFEST))
     if not args.quiet:
         c = outcome.counts
         print(f"gobtfgen: {sum(c.values())} kernels: {c['minimized']} minimized, "
               f"{c['cached']} from cache, {c['skipped']} skipped, {c['failed']} failed "
               f"({outcome.minimizer_identity})", file=err)
-        for arch, s in outcome.stats.items():
+        for arch, s in sorted(outcome.stats.items()):  # the same order on every run
             if s.entries and "source" in options.formats:
                 ratio = 100.0 * s.payload_bytes / max(s.raw_bytes, 1)
                 shown = (render.payload_file(arch) if options.lang == "go"
