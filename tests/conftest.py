@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO.parent / "shared" / "btfhub-sample"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
@@ -39,11 +38,12 @@ def need(tool: str, why: str = "") -> str:
 
 
 @pytest.fixture(scope="session")
-def sample_archive() -> Path:
-    if not (SAMPLE / "MANIFEST.tsv").is_file():
-        pytest.skip(reason=f"the sample archive {SAMPLE} is absent (it sits in ../shared next to a "
-                    "development checkout); tests over real kernels need it")
-    return SAMPLE
+def real_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A btfhub-layout archive of every real kernel this run has (tests/realkernels.py: the
+    sample where present, the Debian kernel corpus always)."""
+    from tests import realkernels
+
+    return realkernels.archive(tmp_path_factory.mktemp("real-archive"))
 
 
 def compile_bpf(source: Path, out: Path, *defines: str) -> Path:

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from gobtfgen import keys
+from tests import realkernels
 
 REPO = Path(__file__).resolve().parents[1]
 LAB3 = REPO / "examples" / "lab3"
 EQUIV = Path(__file__).resolve().parent / "equiv"
-SAMPLE = REPO.parent / "shared" / "btfhub-sample"
 VMLINUX = Path("/sys/kernel/btf/vmlinux")
 
 # What `make` and `go generate` produce in examples/lab3 (its .gitignore): never copied from a
@@ -135,12 +135,10 @@ def add_host_kernel(archive: Path, env: dict[str, str], *extra: str) -> None:
         cwd=archive, env=env)
 
 
-def make_archive(root: Path, env: dict[str, str], *, host: bool, sample: bool) -> Path:
+def make_archive(root: Path, env: dict[str, str], *, host: bool, real: bool) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    if sample and (SAMPLE / "MANIFEST.tsv").is_file():
-        for child in SAMPLE.iterdir():
-            if child.is_dir():
-                shutil.copytree(child, root / child.name, dirs_exist_ok=True)
+    if real and realkernels.KERNELS:
+        realkernels.archive(root)
     if host:
         add_host_kernel(root, env)
     return root
@@ -165,8 +163,8 @@ def make_lab3(dest: Path, env: dict[str, str], archive: Path | None) -> str:
 def build(name: str, tmp_path_factory: pytest.TempPathFactory) -> Build:
     """The lab3 build called name, made once per session:
 
-    main     archive = this host's kernel + ../shared/btfhub-sample (when present)
-    missing  archive without this host's kernel (the sample, or a decoy kernel)
+    main     archive = this host's kernel + every real kernel (tests/realkernels.py)
+    missing  archive without this host's kernel (the real kernels, or a decoy kernel)
     default  no BTFHUB_ARCHIVE: the Makefile makes an archive of this host's kernel
     """
     if name in _builds:
@@ -178,9 +176,9 @@ def build(name: str, tmp_path_factory: pytest.TempPathFactory) -> Build:
     dest = base / f"build-{name}"
     archive: Path | None
     if name == "main":
-        archive = make_archive(base / "archive-main", env, host=True, sample=True)
+        archive = make_archive(base / "archive-main", env, host=True, real=True)
     elif name == "missing":
-        archive = make_archive(base / "archive-missing", env, host=False, sample=True)
+        archive = make_archive(base / "archive-missing", env, host=False, real=True)
         if not any(archive.glob(f"*/*/{host_arch()}/*.btf.tar.xz")):
             # No sample: a kernel that cannot be this one (another distro, another release).
             add_host_kernel(archive, env, "--id", "decoy", "--version", "1",

@@ -14,8 +14,9 @@ from gobtfgen import cli
 from gobtfgen.btf import BTF, Builder, TypeIndex, index_types
 from gobtfgen.btf import index as btf_index
 from gobtfgen.cache import Cache
+from tests import realkernels
 from tests.bpfobjs import bpf_objects
-from tests.test_btf_reader import ROWS, SAMPLE, every_kind
+from tests.test_btf_reader import every_kind
 
 __all__ = ["bpf_objects"]
 
@@ -60,13 +61,11 @@ def test_index_matches_the_reference_walk(little_endian: bool, hdr_len: int) -> 
         sorted([B.INT, *B.NAMED_TYPE_KINDS])
 
 
-@pytest.mark.parametrize("row", ROWS or [pytest.param(None, marks=pytest.mark.skip(
-    reason=f"{SAMPLE} is absent: real kernel shapes need ../shared/btfhub-sample"))],
-    ids=[r["path"] for r in ROWS] or None)
-def test_sample_kernel_index_and_its_file(row: dict[str, str]) -> None:
+@pytest.mark.parametrize("kernel", realkernels.params())
+def test_real_kernel_index_and_its_file(kernel: realkernels.RealKernel) -> None:
     from gobtfgen.archive import read_kernel_btf
 
-    raw = read_kernel_btf(SAMPLE / row["path"])
+    raw = read_kernel_btf(kernel.path)
     walked = BTF(raw, wanted={"task_struct", "mm_struct", "pid_type"})
     offsets, named_at = reference_index(walked)
     assert list(walked.index.offsets) == offsets and list(walked.index.named_at) == named_at
@@ -169,13 +168,12 @@ def test_evicting_a_raw_kernel_takes_its_index(tmp_path: Path) -> None:
 
 @pytest.mark.tools
 def test_minimizer_writes_then_reuses_the_index(tmp_path: Path, bpf_objects: dict[str, Path],
-                                                sample_archive: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from gobtfgen.archive import read_kernel_btf
     from gobtfgen.minimize.python import PythonMinimizer
 
     raw = tmp_path / "kernel.btf"
-    raw.write_bytes(read_kernel_btf(sample_archive / "debian/12/x86_64/6.1.0-56-amd64.btf.tar.xz"))
+    raw.write_bytes(read_kernel_btf(realkernels.kernel("debian/12/x86_64/6.1.0-56-amd64")))
     idx = tmp_path / "kernel.idx"
     obj = [bpf_objects["tracer"]]
     m = PythonMinimizer()
@@ -198,7 +196,7 @@ def test_minimizer_writes_then_reuses_the_index(tmp_path: Path, bpf_objects: dic
 
 
 @pytest.mark.tools
-def test_generate_frames_each_kernel_once(tmp_path: Path, sample_archive: Path,
+def test_generate_frames_each_kernel_once(tmp_path: Path, real_archive: Path,
                                           probe_objects: dict[str, Path],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A run whose relocations changed reads every kernel's index from the cache (jobs=1 keeps
@@ -215,7 +213,7 @@ def test_generate_frames_each_kernel_once(tmp_path: Path, sample_archive: Path,
     obj = tmp_path / "probe_bpfel.o"
     shutil.copy(probe_objects["base"], obj)
     cache = tmp_path / "cache"
-    args = ["generate", "--archive", str(sample_archive), "--include", "debian/12/x86_64",
+    args = ["generate", "--archive", str(real_archive), "--include", "debian/12/x86_64",
             "--object", str(obj), "--output-dir", str(tmp_path / "out"), "--cache-dir",
             str(cache), "--minimizer", "python", "--jobs", "1", "--quiet"]
     assert cli.main(args) == 0

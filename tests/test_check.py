@@ -12,28 +12,35 @@ from pathlib import Path
 import pytest
 
 from gobtfgen import checker
+from gobtfgen.archive import read_kernel_btf
 from gobtfgen.btf import Builder
 from gobtfgen.btf.ext import parse_object
 from gobtfgen.cli import main
+from tests import realkernels
 from tests.bpfobjs import bpf_objects
 
 __all__ = ["bpf_objects"]
 
 pytestmark = pytest.mark.tools
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "btfhub-sample"
-OLD = "amzn/2/x86_64/4.14.256-197.484.amzn2.x86_64"
 NEW = "debian/12/x86_64/6.1.0-56-amd64"
+# A pre-5.14 kernel (task_struct.state, not __state): the sample's Amazon Linux 2 kernel where
+# the sample is present, else NEW with that member renamed back (realkernels.renamed_member).
+SAMPLE_OLD = "amzn/2/x86_64/4.14.256-197.484.amzn2.x86_64"
+OLD = SAMPLE_OLD if SAMPLE_OLD in {k.key for k in realkernels.KERNELS} else \
+    "derived/1/x86_64/6.1.0-56-amd64-pre514"
 
 
-def _archive_from_sample(tmp_path: Path, keys: list[str]) -> Path:
+def _real_archive(tmp_path: Path, keys: list[str]) -> Path:
     root = tmp_path / "archive"
     for key in keys:
-        src = SAMPLE / f"{key}.btf.tar.xz"
-        if not src.is_file():
-            pytest.skip(reason=f"{src} is absent: needs ../shared/btfhub-sample")
         dst = root / f"{key}.btf.tar.xz"
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+        if key.startswith("derived/"):
+            new = read_kernel_btf(realkernels.kernel(NEW))
+            old = realkernels.renamed_member(new, "task_struct", "__state", "state")
+            _btfhub_file(dst, key.rsplit("/", 1)[1], old)
+        else:
+            shutil.copyfile(realkernels.kernel(key), dst)
     return root
 
 
@@ -49,7 +56,7 @@ def _btfhub_file(path: Path, release: str, blob: bytes) -> None:
 
 def test_sample_kernels_human_and_json(tmp_path: Path, bpf_objects: dict[str, Path],
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    archive = _archive_from_sample(tmp_path, [OLD, NEW])
+    archive = _real_archive(tmp_path, [OLD, NEW])
     args = ["check", "--archive", str(archive), "--object", str(bpf_objects["fields"]),
             "--arch", "x86_64", "-j", "1", "--cache-dir", str(tmp_path / "cache")]
     assert main(args) == 1  # fields.c reads a field no kernel has, unguarded
@@ -74,7 +81,7 @@ def test_sample_kernels_human_and_json(tmp_path: Path, bpf_objects: dict[str, Pa
 
 def test_all_satisfied_exits_zero(tmp_path: Path, bpf_objects: dict[str, Path],
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    archive = _archive_from_sample(tmp_path, [NEW])
+    archive = _real_archive(tmp_path, [NEW])
     assert main(["check", "--archive", str(archive), "--object", str(bpf_objects["net"]),
                  "-j", "1", "--cache-dir", str(tmp_path / "cache")]) == 0
     assert "every relocation is satisfied on all 1 kernels" in capsys.readouterr().out
@@ -89,7 +96,7 @@ def test_check_after_generate_reads_the_cached_kernels(tmp_path: Path,
     from gobtfgen import btf as B
     from gobtfgen.commands import check as check_cmd
 
-    archive = _archive_from_sample(tmp_path, [OLD, NEW])
+    archive = _real_archive(tmp_path, [OLD, NEW])
     obj = str(bpf_objects["fields"])
     alone = ["check", "--archive", str(archive), "--object", obj, "--arch", "x86_64", "-j", "1",
              "--json", "--cache-dir", str(tmp_path / "other-cache")]

@@ -1,14 +1,14 @@
 """Minimized BTF is as good as the full one, checked by the kernel itself: for this host's kernel
-and every kernel of this machine's arch (x86_64 here) in the sample archive, lab3's programs are
-loaded once with KernelTypes = that kernel's full BTF and once with its minimized BTF read back
-from the payload (by the generated Go runtime), and the loaded (xlated) instructions must be
-identical.
+and every real kernel of this machine's arch (x86_64 here: the sample's and the corpus's),
+lab3's programs are loaded once with KernelTypes = that kernel's full BTF and once with its
+minimized BTF read back from the payload (by the generated Go runtime), and the loaded (xlated)
+instructions must be identical.
 
 Every kernel's programs load into the running kernel: its tracepoint, raw tracepoint and kprobe
 programs read kernel memory through probe_read, so the verifier accepts whatever offsets the
 CO-RE relocations produced, and the instructions show exactly those offsets. (lab3's fentry
 program is left out: its attach target comes from the running kernel's BTF, never from
-KernelTypes.) The sample's kernels of the other arch (arm64 here) are compared the same way with
+KernelTypes.) The real kernels of the other arch (arm64 here) are compared the same way with
 lab3's arm64 object, which loads here too: the bytecode is arch-neutral, only the offsets differ;
 their minimized BTF is read back with gobtfgen's payload reader, since this binary embeds only
 its own arch's payload."""
@@ -24,7 +24,7 @@ import pytest
 
 from gobtfgen import minimize, pack
 from gobtfgen.archive import read_kernel_btf
-from tests import lab3build
+from tests import lab3build, realkernels
 
 pytestmark = [pytest.mark.tools, pytest.mark.slow]
 
@@ -37,11 +37,12 @@ def kernels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Pat
     found: dict[str, dict[str, Path]] = {arch: {} for arch in lab3build.BPF2GO_ARCH}
     found[lab3build.host_arch()][lab3build.host_key()] = lab3build.VMLINUX
     for arch, by_key in found.items():
-        for path in sorted(lab3build.SAMPLE.glob(f"*/*/{arch}/*.btf.tar.xz")):
-            key = path.relative_to(lab3build.SAMPLE).as_posix().removesuffix(".btf.tar.xz")
-            raw = out / (key.replace("/", "_") + ".btf")
-            raw.write_bytes(read_kernel_btf(path))
-            by_key[key] = raw
+        for kernel in realkernels.KERNELS:
+            if kernel.arch != arch:
+                continue
+            raw = out / (kernel.key.replace("/", "_") + ".btf")
+            raw.write_bytes(read_kernel_btf(kernel.path))
+            by_key[kernel.key] = raw
     return found
 
 

@@ -292,13 +292,14 @@ exec {git_tool} "$@"
 
 @pytest.mark.tools
 def test_generate_uses_the_fetched_archive_and_records_its_commit(
-        tmp_path: Path, git_tool: str, sample_archive: Path,
+        tmp_path: Path, git_tool: str, real_archive: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     need("bpftool")
     if not Path("/usr/include/bpf/bpf_helpers.h").exists():
         pytest.skip(reason="libbpf headers are missing; apt-get install libbpf-dev")
-    keys = ["amzn/2/x86_64/4.14.256-197.484.amzn2.x86_64"]
-    files = {f"{k}.btf.tar.xz": (sample_archive / f"{k}.btf.tar.xz").read_bytes() for k in keys}
+    keys = [str(p.relative_to(real_archive)).removesuffix(".btf.tar.xz")
+            for p in sorted(real_archive.glob("*/*/x86_64/*.btf.tar.xz"))[:1]]
+    files = {f"{k}.btf.tar.xz": (real_archive / f"{k}.btf.tar.xz").read_bytes() for k in keys}
     url = make_repo(tmp_path / "src", files)
     head = git("rev-parse", "HEAD", cwd=tmp_path / "src")
     cache = tmp_path / "cache"

@@ -95,18 +95,18 @@ def go_readback(out: Path, dest: Path, goarch: str) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in dest.iterdir()}
 
 
-def test_every_sample_kernel_matches_bpftool(tmp_path: Path, sample_archive: Path,
+def test_every_sample_kernel_matches_bpftool(tmp_path: Path, real_archive: Path,
                                              probe_objects: dict[str, Path], bpftool: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     from tests.gomod import find_go
 
     out = tmp_path / "out"
     obj = probe_objects["base"]
-    assert generate("--archive", sample_archive, "--object", obj, "--output-dir", out,
+    assert generate("--archive", real_archive, "--object", obj, "--output-dir", out,
                     "--cache-dir", tmp_path / "cache", "--minimizer", "bpftool",
                     "--bpftool", bpftool, "--pkg", "btfgen") == 0
     err = capsys.readouterr().err
-    kernels, _ = scan_archive(sample_archive, ["x86_64", "arm64"])
+    kernels, _ = scan_archive(real_archive, ["x86_64", "arm64"])
     assert f"{len(kernels)} kernels: {len(kernels)} minimized" in err
     payloads = {}
     for arch in ("x86_64", "arm64"):
@@ -138,15 +138,15 @@ def test_every_sample_kernel_matches_bpftool(tmp_path: Path, sample_archive: Pat
 
 
 def test_cache_second_run_and_code_edits_reuse_everything(
-        tmp_path: Path, sample_archive: Path, probe_objects: dict[str, Path], bpftool: str,
+        tmp_path: Path, real_archive: Path, probe_objects: dict[str, Path], bpftool: str,
         capsys: pytest.CaptureFixture[str]) -> None:
     shim, log = counting_bpftool(tmp_path, bpftool)
     out, cache = tmp_path / "out", tmp_path / "cache"
     obj = tmp_path / "probe_bpfel.o"  # one path whose content changes, as in a real project
     shutil.copy(probe_objects["base"], obj)
-    args = ("--archive", sample_archive, "--include", "debian/12", "--object", obj,
+    args = ("--archive", real_archive, "--include", "debian/12", "--object", obj,
             "--output-dir", out, "--cache-dir", cache, "--minimizer", "bpftool", "--bpftool", shim)
-    n = len(scan_archive(sample_archive, ["x86_64", "arm64"], ["debian/12"])[0])
+    n = len(scan_archive(real_archive, ["x86_64", "arm64"], ["debian/12"])[0])
 
     assert generate(*args) == 0
     assert calls(log) == n
@@ -201,7 +201,7 @@ def test_nothing_usable_writes_nothing(tmp_path: Path, probe_objects: dict[str, 
 
 
 @pytest.mark.parametrize("case", ["missing", "not-executable", "too-old"])
-def test_bad_bpftool(tmp_path: Path, sample_archive: Path, probe_objects: dict[str, Path],
+def test_bad_bpftool(tmp_path: Path, real_archive: Path, probe_objects: dict[str, Path],
                      case: str, capsys: pytest.CaptureFixture[str]) -> None:
     tool = tmp_path / "bpftool"
     if case == "not-executable":
@@ -209,7 +209,7 @@ def test_bad_bpftool(tmp_path: Path, sample_archive: Path, probe_objects: dict[s
     elif case == "too-old":  # what a bpftool from Linux 5.10 answers
         tool.write_text("#!/bin/sh\necho 'bpftool v5.10.0'\necho 'features: libbfd'\n")
         tool.chmod(0o755)
-    code = generate("--archive", sample_archive, "--object", probe_objects["base"],
+    code = generate("--archive", real_archive, "--object", probe_objects["base"],
                     "--output-dir", tmp_path / "out", "--cache-dir", tmp_path / "c",
                     "--minimizer", "bpftool", "--bpftool", tool)
     err = capsys.readouterr().err
@@ -218,11 +218,11 @@ def test_bad_bpftool(tmp_path: Path, sample_archive: Path, probe_objects: dict[s
     assert not (tmp_path / "out").exists()
 
 
-def test_bpftool_not_on_path(tmp_path: Path, sample_archive: Path,
+def test_bpftool_not_on_path(tmp_path: Path, real_archive: Path,
                              probe_objects: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    code = generate("--archive", sample_archive, "--object", probe_objects["base"],
+    code = generate("--archive", real_archive, "--object", probe_objects["base"],
                     "--output-dir", tmp_path / "out", "--cache-dir", tmp_path / "c",
                     "--minimizer", "bpftool")
     err = capsys.readouterr().err
@@ -231,7 +231,7 @@ def test_bpftool_not_on_path(tmp_path: Path, sample_archive: Path,
                            "(Debian/Ubuntu: apt-get install bpftool) or pass --bpftool PATH")
 
 
-def test_default_minimizer_needs_no_bpftool(tmp_path: Path, sample_archive: Path,
+def test_default_minimizer_needs_no_bpftool(tmp_path: Path, real_archive: Path,
                                             probe_objects: dict[str, Path],
                                             monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
@@ -239,21 +239,21 @@ def test_default_minimizer_needs_no_bpftool(tmp_path: Path, sample_archive: Path
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("GOBTFGEN_MINIMIZER", raising=False)
     out = tmp_path / "out"
-    code = generate("--archive", sample_archive, "--include", "debian/12",
+    code = generate("--archive", real_archive, "--include", "debian/12",
                     "--object", probe_objects["base"], "--output-dir", out,
                     "--cache-dir", tmp_path / "c", "--bpftool", tmp_path / "no-such-bpftool")
     err = capsys.readouterr().err
     assert code == 0, err
-    n = len(scan_archive(sample_archive, ["x86_64", "arm64"], ["debian/12"])[0])
+    n = len(scan_archive(real_archive, ["x86_64", "arm64"], ["debian/12"])[0])
     assert f"{n} kernels: {n} minimized" in err and "(python 1)" in err
     assert '"minimizer": "python 1"' in (out / "btfgen_manifest.json").read_text()
 
 
-def test_bad_objects(tmp_path: Path, sample_archive: Path, probe_objects: dict[str, Path],
+def test_bad_objects(tmp_path: Path, real_archive: Path, probe_objects: dict[str, Path],
                      bpftool: str, capsys: pytest.CaptureFixture[str]) -> None:
     text = tmp_path / "notes.o"
     text.write_text("hello\n")
-    base = ("--archive", sample_archive, "--output-dir", tmp_path / "out", "--cache-dir",
+    base = ("--archive", real_archive, "--output-dir", tmp_path / "out", "--cache-dir",
             tmp_path / "c", "--bpftool", bpftool)
     assert generate(*base, "--object", probe_objects["base"], "--object", text) == 1
     err = capsys.readouterr().err
@@ -263,12 +263,12 @@ def test_bad_objects(tmp_path: Path, sample_archive: Path, probe_objects: dict[s
     assert not (tmp_path / "out").exists()
 
 
-def test_ctrl_c_leaves_outputs_as_they_were(tmp_path: Path, sample_archive: Path,
+def test_ctrl_c_leaves_outputs_as_they_were(tmp_path: Path, real_archive: Path,
                                             probe_objects: dict[str, Path], bpftool: str) -> None:
     out, cache = tmp_path / "out", tmp_path / "cache"
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    base = [sys.executable, "-m", "gobtfgen", "generate", "--archive", str(sample_archive),
+    base = [sys.executable, "-m", "gobtfgen", "generate", "--archive", str(real_archive),
             "--output-dir", str(out), "--cache-dir", str(cache), "--include", "debian"]
     base += ["--minimizer", "bpftool"]  # a slow bpftool shim gives time to interrupt
     subprocess.run([*base, "--object", str(probe_objects["base"]), "--bpftool", bpftool],
@@ -295,12 +295,12 @@ def test_ctrl_c_leaves_outputs_as_they_were(tmp_path: Path, sample_archive: Path
     assert snapshot(out) != before
 
 
-def test_unwritable_output_dir(tmp_path: Path, sample_archive: Path,
+def test_unwritable_output_dir(tmp_path: Path, real_archive: Path,
                                probe_objects: dict[str, Path], bpftool: str,
                                capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the output directory should be\n")
-    code = generate("--archive", sample_archive, "--include", "debian/12/x86_64/6.1.0-56-amd64",
+    code = generate("--archive", real_archive, "--include", "debian/12/x86_64/6.1.0-56-amd64",
                     "--object", probe_objects["base"], "--output-dir", blocker / "out",
                     "--cache-dir", tmp_path / "cache", "--bpftool", bpftool)
     err = capsys.readouterr().err.strip().splitlines()

@@ -10,6 +10,7 @@ import pytest
 
 from gobtfgen import cli
 from gobtfgen.archive import read_kernel_btf
+from tests import realkernels
 from tests.bpfobjs import bpf_objects
 from tests.conftest import FIXTURES, compile_bpf, need
 from tests.dupkernel import real_kernel_btf
@@ -19,10 +20,10 @@ __all__ = ["bpf_objects"]
 pytestmark = pytest.mark.tools
 
 
-def test_btfhub_file_and_raw_btf_give_bpftools_bytes(tmp_path: Path, sample_archive: Path,
+def test_btfhub_file_and_raw_btf_give_bpftools_bytes(tmp_path: Path,
                                                      probe_objects: dict[str, Path]) -> None:
     bpftool = need("bpftool")
-    src = sample_archive / "debian" / "12" / "x86_64" / "6.1.0-56-amd64.btf.tar.xz"
+    src = realkernels.kernel("debian/12/x86_64/6.1.0-56-amd64")
     obj = probe_objects["base"]
     assert cli.main(["minimize", str(src), str(tmp_path / "a.btf"), str(obj),
                      "--minimizer", "bpftool", "--bpftool", bpftool]) == 0

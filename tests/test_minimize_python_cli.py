@@ -10,13 +10,12 @@ from gobtfgen.archive import read_kernel_btf
 from gobtfgen.btf import BTF
 from gobtfgen.cli import main
 from gobtfgen.minimize import get_minimizer
+from tests import realkernels
 from tests.bpfobjs import bpf_objects, run_bpftool_min
 
 __all__ = ["bpf_objects"]
 
 pytestmark = pytest.mark.tools
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "btfhub-sample"
-KERNEL = SAMPLE / "debian/12/x86_64/6.1.0-56-amd64.btf.tar.xz"
 
 
 def test_registry_names() -> None:
@@ -28,16 +27,15 @@ def test_registry_names() -> None:
 
 
 def test_cli_minimize(tmp_path: Path, bpf_objects: dict[str, Path]) -> None:
-    if not KERNEL.is_file():
-        pytest.skip(reason=f"{KERNEL} is absent: needs ../shared/btfhub-sample")
+    kernel = realkernels.kernel("debian/12/x86_64/6.1.0-56-amd64")
     objs = [bpf_objects["tracer"], bpf_objects["fields"]]
     raw = tmp_path / "kernel.btf"
-    raw.write_bytes(read_kernel_btf(KERNEL))
+    raw.write_bytes(read_kernel_btf(kernel))
     theirs, err = run_bpftool_min(raw, tmp_path / "bpftool.btf", objs)
     assert theirs is not None, err
     for name in ("python-compat", "python"):
         out = tmp_path / f"{name}.btf"
-        assert main(["minimize", str(KERNEL), str(out), *map(str, objs),
+        assert main(["minimize", str(kernel), str(out), *map(str, objs),
                      "--minimizer", name]) == 0
         data = out.read_bytes()
         BTF(data).validate()

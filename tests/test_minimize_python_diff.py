@@ -1,4 +1,5 @@
-"""Differential tests over every kernel of ../shared/btfhub-sample with clang-built objects.
+"""Differential tests over every real kernel (tests/realkernels.py: the sample and the Debian
+corpus) with clang-built objects.
 
 - python-compat: the bytes bpftool 7.1 writes, or a failure where bpftool fails, for several
   object sets;
@@ -9,7 +10,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -20,25 +20,11 @@ from gobtfgen.btf.ext import ParsedObject, parse_object
 from gobtfgen.minimize import MinimizeError
 from gobtfgen.minimize.python import minimize_btf
 from gobtfgen.relocs import evaluate_object, wanted_names
+from tests import realkernels
 from tests.bpfobjs import bpf_objects, run_bpftool_min
 
 __all__ = ["bpf_objects"]
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "btfhub-sample"
-
-
-def _kernels() -> list[str]:
-    manifest = SAMPLE / "MANIFEST.tsv"
-    if not manifest.is_file():
-        return []
-    with manifest.open(newline="") as f:
-        return [row["path"] for row in csv.DictReader(f, delimiter="\t")]
-
-
-KERNELS = _kernels()
-NO_SAMPLE = pytest.param(None, marks=pytest.mark.skip(
-    reason=f"{SAMPLE} is absent: the differential tests need ../shared/btfhub-sample next to "
-           "the repository checkout"))
 
 # Object sets minimized together: types.o hits ambiguous target type ids on kernels with
 # duplicate task_struct types, which makes bpftool fail; the other set succeeds everywhere.
@@ -62,10 +48,10 @@ def results(blob: bytes, objects: list[ParsedObject]) -> list[list[tuple[object,
 
 
 @pytest.mark.tools
-@pytest.mark.parametrize("rel", KERNELS or [NO_SAMPLE])
-def test_kernel(rel: str, tmp_path: Path, bpf_objects: dict[str, Path],
+@pytest.mark.parametrize("kernel", realkernels.params())
+def test_kernel(kernel: realkernels.RealKernel, tmp_path: Path, bpf_objects: dict[str, Path],
                 parsed: dict[str, ParsedObject]) -> None:
-    raw = read_kernel_btf(SAMPLE / rel)
+    raw = read_kernel_btf(kernel.path)
     kpath = tmp_path / "kernel.btf"
     kpath.write_bytes(raw)
     bpftool_sizes: dict[str, int] = {}

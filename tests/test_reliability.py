@@ -40,7 +40,7 @@ def cmd(archive: Path, obj: Path, out: Path, cache: Path, bpftool: Path | str,
             str(cache), "--bpftool", str(bpftool), "--jobs", "2", *extra]
 
 
-def test_interrupts_at_random_points(tmp_path: Path, sample_archive: Path,
+def test_interrupts_at_random_points(tmp_path: Path, real_archive: Path,
                                      probe_objects: dict[str, Path]) -> None:
     bpftool = need("bpftool")
     shim = slow_bpftool(tmp_path, bpftool, 0.1)
@@ -51,7 +51,7 @@ def test_interrupts_at_random_points(tmp_path: Path, sample_archive: Path,
         obj = probe_objects["relocs" if i % 2 else "base"]
         cache = tmp_path / f"cache{i}"  # cold each time, so the run has work to interrupt
         before = contents(out)
-        proc = subprocess.Popen(cmd(sample_archive, obj, out, cache, shim), env=ENV,
+        proc = subprocess.Popen(cmd(real_archive, obj, out, cache, shim), env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(rng.uniform(0.05, 2.0))
         sig = signal.SIGINT if i % 3 else signal.SIGTERM
@@ -61,7 +61,7 @@ def test_interrupts_at_random_points(tmp_path: Path, sample_archive: Path,
         middle = contents(out)
         assert not list(cache.rglob("*.tmp")), "torn cache entry"
         assert not [n for n in middle if n.startswith(".")], "temp file left in the output"
-        done = subprocess.run(cmd(sample_archive, obj, out, cache, bpftool), env=ENV,
+        done = subprocess.run(cmd(real_archive, obj, out, cache, bpftool), env=ENV,
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         after = contents(out)
@@ -72,15 +72,15 @@ def test_interrupts_at_random_points(tmp_path: Path, sample_archive: Path,
     assert any(code == 130 for _, code, _ in outcomes), outcomes
 
 
-def test_two_runs_at_once_serialize(tmp_path: Path, sample_archive: Path,
+def test_two_runs_at_once_serialize(tmp_path: Path, real_archive: Path,
                                     probe_objects: dict[str, Path]) -> None:
     bpftool = need("bpftool")
     shim = slow_bpftool(tmp_path, bpftool, 0.1)
     out, cache = tmp_path / "out", tmp_path / "cache"
-    first = subprocess.Popen(cmd(sample_archive, probe_objects["base"], out, cache, shim),
+    first = subprocess.Popen(cmd(real_archive, probe_objects["base"], out, cache, shim),
                              env=ENV, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
-    second = subprocess.Popen(cmd(sample_archive, probe_objects["relocs"], out, cache, shim),
+    second = subprocess.Popen(cmd(real_archive, probe_objects["relocs"], out, cache, shim),
                               env=ENV, stderr=subprocess.PIPE, text=True)
     _, err1 = first.communicate(timeout=300)
     _, err2 = second.communicate(timeout=300)
@@ -88,7 +88,7 @@ def test_two_runs_at_once_serialize(tmp_path: Path, sample_archive: Path,
     assert "waiting for another gobtfgen run writing to" in err2
     # The second run's outputs are whole: the same as a fresh run of its inputs elsewhere.
     alone = tmp_path / "alone"
-    subprocess.run(cmd(sample_archive, probe_objects["relocs"], alone, cache, bpftool), env=ENV,
+    subprocess.run(cmd(real_archive, probe_objects["relocs"], alone, cache, bpftool), env=ENV,
                    check=True, capture_output=True)
     got, want = contents(out), contents(alone)
     manifest = "btfgen_manifest.json"
@@ -113,18 +113,18 @@ def _fill(mnt: Path) -> None:
             pass
 
 
-def test_full_output_disk_keeps_earlier_output(tmp_path: Path, sample_archive: Path,
+def test_full_output_disk_keeps_earlier_output(tmp_path: Path, real_archive: Path,
                                                probe_objects: dict[str, Path]) -> None:
     bpftool = need("bpftool")
     mnt = tmp_path / "small"
     _tmpfs(mnt, "1m")
     try:
         out, cache = mnt / "out", tmp_path / "cache"
-        subprocess.run(cmd(sample_archive, probe_objects["base"], out, cache, bpftool), env=ENV,
+        subprocess.run(cmd(real_archive, probe_objects["base"], out, cache, bpftool), env=ENV,
                        check=True, capture_output=True)
         before = contents(out)
         _fill(mnt)
-        done = subprocess.run(cmd(sample_archive, probe_objects["relocs"], out, cache, bpftool),
+        done = subprocess.run(cmd(real_archive, probe_objects["relocs"], out, cache, bpftool),
                               env=ENV, capture_output=True, text=True)
         assert done.returncode == 1
         last = done.stderr.strip().splitlines()[-1]
@@ -134,14 +134,14 @@ def test_full_output_disk_keeps_earlier_output(tmp_path: Path, sample_archive: P
         subprocess.run(["umount", str(mnt)])
 
 
-def test_full_cache_disk_still_generates(tmp_path: Path, sample_archive: Path,
+def test_full_cache_disk_still_generates(tmp_path: Path, real_archive: Path,
                                          probe_objects: dict[str, Path]) -> None:
     bpftool = need("bpftool")
     mnt = tmp_path / "small"
     _tmpfs(mnt, "256k")
     try:
         _fill(mnt)
-        done = subprocess.run(cmd(sample_archive, probe_objects["base"], tmp_path / "out",
+        done = subprocess.run(cmd(real_archive, probe_objects["base"], tmp_path / "out",
                                   mnt / "cache", bpftool), env=ENV, capture_output=True,
                               text=True)
         assert done.returncode == 0, done.stderr
@@ -150,7 +150,7 @@ def test_full_cache_disk_still_generates(tmp_path: Path, sample_archive: Path,
         subprocess.run(["umount", str(mnt)])
 
 
-def test_scale_benchmark_runs_small(tmp_path: Path, sample_archive: Path) -> None:
+def test_scale_benchmark_runs_small(tmp_path: Path, real_archive: Path) -> None:
     """The scale benchmark itself works (CI runs it at a small size; the README's figures come
     from the full 5000-kernel run)."""
     need("bpftool")

@@ -4,7 +4,6 @@ must print the same lines for every candidate of every relocation on every sampl
 
 from __future__ import annotations
 
-import csv
 import re
 import subprocess
 from pathlib import Path
@@ -15,26 +14,15 @@ from gobtfgen.archive import read_kernel_btf
 from gobtfgen.btf import BTF
 from gobtfgen.btf.ext import ParsedObject, parse_object
 from gobtfgen.relocs import evaluate_object, wanted_names
+from tests import realkernels
 from tests.bpfobjs import bpf_objects, bpftool_or_skip
 
 __all__ = ["bpf_objects"]
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "btfhub-sample"
 LINE = re.compile(r"^libbpf: prog '(?P<prog>[^']*)': relo #(?P<idx>\d+): "
                   r"(?P<what>matching|non-matching) candidate #(?P<cand>\d+) (?P<spec>.*)$")
 LOCAL = re.compile(r"^libbpf: prog '(?P<prog>[^']*)': relo #(?P<idx>\d+): (?P<spec><.*)$")
 OBJECTS = ("fields", "types", "matches", "net", "tracer")
-
-
-def _kernels() -> list[str]:
-    manifest = SAMPLE / "MANIFEST.tsv"
-    if not manifest.is_file():
-        return []
-    with manifest.open(newline="") as f:
-        return [row["path"] for row in csv.DictReader(f, delimiter="\t")]
-
-
-KERNELS = _kernels()
 
 
 def libbpf_log(kernel: Path, obj: Path, out: Path) -> tuple[dict[tuple[str, int], list[str]],
@@ -74,11 +62,10 @@ def ours(tb: BTF, obj: ParsedObject) -> tuple[dict[tuple[str, int], list[str]],
 
 
 @pytest.mark.tools
-@pytest.mark.parametrize("rel", KERNELS or [pytest.param(None, marks=pytest.mark.skip(
-    reason=f"{SAMPLE} is absent: the libbpf oracle test needs ../shared/btfhub-sample"))])
-def test_candidates_and_specs_match_libbpf(rel: str, tmp_path: Path,
+@pytest.mark.parametrize("kernel", realkernels.params())
+def test_candidates_and_specs_match_libbpf(kernel: realkernels.RealKernel, tmp_path: Path,
                                            bpf_objects: dict[str, Path]) -> None:
-    raw = read_kernel_btf(SAMPLE / rel)
+    raw = read_kernel_btf(kernel.path)
     kpath = tmp_path / "kernel.btf"
     kpath.write_bytes(raw)
     parsed = {name: parse_object(bpf_objects[name]) for name in OBJECTS}

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.tools
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory, sample_archive: Path) -> Path:
+def generated(tmp_path_factory: pytest.TempPathFactory, real_archive: Path) -> Path:
     need("bpftool")
     if not Path("/usr/include/bpf/bpf_helpers.h").exists():
         pytest.skip(reason="libbpf headers are missing; apt-get install libbpf-dev")
@@ -33,7 +33,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory, sample_archive: Path) ->
     obj = compile_bpf(FIXTURES / "probe.bpf.c", work / "probe.o", "VARIANT=0")
     out = work / "out"
     proc = subprocess.run([sys.executable, "-m", "gobtfgen", "generate", "--archive",
-                           str(sample_archive), "--object", str(obj), "--output-dir", str(out),
+                           str(real_archive), "--object", str(obj), "--output-dir", str(out),
                            "--lang", "c", "--format", "tar.gz,ld", "--jobs", "2",
                            "--cache-dir", str(work / "cache")],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -50,7 +50,7 @@ def test_outputs_are_only_the_archive_and_its_object(generated: Path) -> None:
     assert "--lang c --format tar.gz,ld" in (generated / "Makefile.btfgen").read_text()
 
 
-def test_tar_members_are_the_btfhub_paths(generated: Path, sample_archive: Path) -> None:
+def test_tar_members_are_the_btfhub_paths(generated: Path, real_archive: Path) -> None:
     manifest = json.loads((generated / "btfgen_manifest.json").read_text())
     embedded = {k["key"]: k["btf_sha256"] for k in manifest["kernels"] if k["btf_sha256"]}
     raw = (generated / c_outputs.TARGZ_FILE).read_bytes()
@@ -59,8 +59,8 @@ def test_tar_members_are_the_btfhub_paths(generated: Path, sample_archive: Path)
     assert set(members) == {f"./{k}.btf" for k in embedded}
     for key, sha in embedded.items():
         assert hashlib.sha256(members[f"./{key}.btf"]).hexdigest() == sha
-    on_disk = {str(p.relative_to(sample_archive))[:-len(".btf.tar.xz")]
-               for p in sample_archive.glob("*/*/*/*.btf.tar.xz")}
+    on_disk = {str(p.relative_to(real_archive))[:-len(".btf.tar.xz")]
+               for p in real_archive.glob("*/*/*/*.btf.tar.xz")}
     assert set(embedded) == on_disk, sorted(on_disk - set(embedded))
 
 
