@@ -1,7 +1,8 @@
 """btfhub-archive layout: scanning, filtering and safe in-memory reading of `.btf.tar.xz` files.
 
 Layout: `<os-release ID>/<version>/<x86_64|arm64>/<uname -r>.btf.tar.xz`, each tar holding one
-member `<uname -r>.btf` (raw BTF). Nothing is ever extracted to disk: archives are user input,
+member `<uname -r>.btf` (raw BTF); a tar whose single regular member has another name (Datadog's
+fork: `vmlinux`) is read the same way. Nothing is ever extracted to disk: archives are user input,
 and a member named `../../x` or a symlink must not be able to touch anything.
 """
 
@@ -164,6 +165,7 @@ def btf_from_tar(tar_bytes: bytes, *, what: Path) -> bytes:
     except (tarfile.TarError, EOFError) as exc:
         raise InputError(f"{what}: not a valid tar inside the xz ({exc}); {_FIX}") from None
     btf_members = []
+    regular = []
     for member in members:
         name = member.name
         if name.startswith("/") or ".." in Path(name).parts:
@@ -176,18 +178,28 @@ def btf_from_tar(tar_bytes: bytes, *, what: Path) -> bytes:
             continue
         if not member.isfile():
             raise InputError(f"{what}: tar member {name!r} is a device or special file; {_FIX}")
+        regular.append(member)
         if name.endswith(".btf"):
             btf_members.append(member)
-    if not btf_members:
-        raise InputError(f"{what}: the tar holds no .btf member; {_FIX}")
     if len(btf_members) > 1:
         raise InputError(f"{what}: the tar holds {len(btf_members)} .btf members, btfhub files "
                          f"hold one; {_FIX}")
-    extracted = tar.extractfile(btf_members[0])
+    if btf_members:
+        chosen = btf_members[0]
+    elif len(regular) == 1:
+        # Datadog's fork of btfhub-archive names the single member `vmlinux` (vmlinux and
+        # module BTF merged); any lone regular member is read as BTF and checked as such.
+        chosen = regular[0]
+    elif not regular:
+        raise InputError(f"{what}: the tar holds no .btf member; {_FIX}")
+    else:
+        raise InputError(f"{what}: the tar holds no .btf member and {len(regular)} other files, "
+                         f"so none is the kernel's BTF; {_FIX}")
+    extracted = tar.extractfile(chosen)
     if extracted is None:  # pragma: no cover - isfile() checked above
-        raise InputError(f"{what}: cannot read {btf_members[0].name}; {_FIX}")
+        raise InputError(f"{what}: cannot read {chosen.name}; {_FIX}")
     btf = extracted.read()
-    check_btf(btf, what=f"{what} ({btf_members[0].name})")
+    check_btf(btf, what=f"{what} ({chosen.name})")
     return btf
 
 

@@ -67,6 +67,17 @@ def test_reads_valid_file(tmp_path: Path) -> None:
     assert archive.read_kernel_btf(path) == tiny_btf(("int", "long"))
 
 
+def test_reads_a_lone_member_of_another_name(tmp_path: Path) -> None:
+    """Datadog's btfhub-archive fork: one member named vmlinux (vmlinux and modules merged)."""
+    blob = tiny_btf(("int", "nf_conn"))
+    path = add_kernel(tmp_path, "a/1/x86_64/r1", content=tar_xz([(_member("vmlinux"), blob)]))
+    assert archive.read_kernel_btf(path) == blob
+    # Directories beside it do not count as members.
+    path = add_kernel(tmp_path, "a/1/x86_64/r2", content=tar_xz(
+        [(_member("d", tarfile.DIRTYPE), None), (_member("d/vmlinux"), blob)]))
+    assert archive.read_kernel_btf(path) == blob
+
+
 def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = kind
@@ -87,7 +98,12 @@ HOSTILE = {
     "device": (lambda: tar_xz([(_member("r.btf", tarfile.CHRTYPE), None)]), "device"),
     "two btfs": (lambda: tar_xz([(_member("a.btf"), tiny_btf()), (_member("b.btf"), tiny_btf())]),
                  "2 .btf members"),
-    "no btf": (lambda: tar_xz([(_member("readme.txt"), b"hi")]), "no .btf member"),
+    "no btf": (lambda: tar_xz([(_member("readme.txt"), b"hi")]), r"\(readme.txt\): 2 bytes"),
+    "empty tar": (lambda: tar_xz([(_member("d", tarfile.DIRTYPE), None)]), "no .btf member"),
+    "no btf, two files": (lambda: tar_xz([(_member("a"), tiny_btf()), (_member("b"), b"x")]),
+                          "no .btf member and 2 other files"),
+    "vmlinux not btf": (lambda: tar_xz([(_member("vmlinux"), b"\x7fELF" + bytes(100))]),
+                        r"\(vmlinux\): not BTF"),
     "not btf": (lambda: tar_xz([(_member("r.btf"), b"\x7fELF" + bytes(100))]), "not BTF"),
     "short btf": (lambda: tar_xz([(_member("r.btf"), b"\x9f\xeb\x01")]), "too short"),
     "btf past end": (lambda: tar_xz([(_member("r.btf"), tiny_btf()[:-3])]), "past the end"),
