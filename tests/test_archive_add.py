@@ -124,7 +124,7 @@ def test_no_os_release_needs_id_and_version(tmp_path: Path,
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (b"hello world, not btf", "neither raw BTF nor an ELF"),
+    (b"hello world, not btf", "not a kernel image, kernel .deb, vmlinux ELF or raw BTF"),
     (b"\x9f\xeb\x01\x00\x18\x00\x00\x00" + b"\xff" * 16, "truncated BTF"),
     (b"\x7fELF\x02\x01\x01" + b"\x00" * 9, "unreadable ELF"),
 ])

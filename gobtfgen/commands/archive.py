@@ -7,28 +7,17 @@ import argparse
 import io
 import lzma
 import os
-import re
-import struct
 import tarfile
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
-from gobtfgen import hostinfo, keys
+from gobtfgen import hostinfo, kernelimage, keys
 from gobtfgen.archive import SUFFIX, read_kernel_btf
 from gobtfgen.errors import InputError, UsageError
+from gobtfgen.kernelimage import Source
 from gobtfgen.options import add
 
-BTF_MAGIC_LE = b"\x9f\xeb"
-BTF_MAGIC_BE = b"\xeb\x9f"
-# e_machine of the ELF arches btfhub has.
-_ARCH_OF_EM = {"EM_X86_64": "x86_64", "EM_AARCH64": "arm64"}
-# The kernel's linux_banner: "Linux version 5.4.0-1029-aws (buildd@...) (gcc ...) #30-Ubuntu".
-_BANNER = re.compile(rb"Linux version ([\x21-\x7e]{1,128}) \(")
 # btfhub compresses with `tar cJf` (xz preset 6); preset 9 would need ~700 MB to compress.
 _XZ_PRESET = 6
 
@@ -38,52 +27,47 @@ def register(sub: Any) -> None:
                        description="Manage a btfhub-style archive directory.")
     archive_sub = p.add_subparsers(dest="archive_command", metavar="ACTION", required=True)
     a = archive_sub.add_parser(
-        "add", help="add a kernel's BTF (this kernel's, a raw BTF file or a vmlinux ELF)",
+        "add", help="add a kernel's BTF (this kernel's, or from a kernel image, a kernel .deb, a "
+                    "vmlinux ELF or raw BTF)",
         description="Write a kernel's BTF into ARCHIVE/<id>/<version>/<arch>/<release>.btf.tar.xz "
                     "(one member <release>.btf, as btfhub does), so gobtfgen generate embeds it. "
-                    "The key defaults to this host's (os-release under --host-root, uname); a "
-                    "vmlinux ELF gives its own arch and release.",
-        epilog="For a self-built kernel: build it with CONFIG_DEBUG_INFO_BTF=y (or run pahole "
-               "-J on its vmlinux), then: gobtfgen archive add ARCHIVE --from vmlinux --id ID "
-               "--version VERSION.")
+                    "--from takes: raw BTF (/sys/kernel/btf/vmlinux, pahole -J output); a vmlinux "
+                    "ELF with a .BTF section; an x86 bzImage / vmlinuz (payload gzip, xz, lzma, "
+                    "bzip2, LZ4 or zstd); an arm64 Image (plain or gzip'd); any of these "
+                    "gzip/xz/bzip2/zstd-compressed; a kernel .deb (its boot/vmlinuz-<release>). "
+                    "The key defaults to this host's (os-release under --host-root, uname); an "
+                    "ELF or kernel image gives its own arch and release (from its banner); a "
+                    ".deb gives arch and release, and for a Debian kernel team package "
+                    "(maintainer debian-kernel@lists.debian.org) id debian and the Debian "
+                    "version: the package version's debNNuM or bpoNN, else the release's "
+                    "+debNN, else the kernel series (6.1 -> 12, 5.10 -> 11, 4.19 -> 10, "
+                    "4.9 -> 9, 3.16 -> 8). Flags override all of these.",
+        epilog="Examples: gobtfgen archive add ARCHIVE --from "
+               "linux-image-6.1.0-56-cloud-arm64_6.1.192-2_arm64.deb (key "
+               "debian/12/arm64/6.1.0-56-cloud-arm64); gobtfgen archive add ARCHIVE --from "
+               "/boot/vmlinuz-$(uname -r). For a self-built kernel: build it with "
+               "CONFIG_DEBUG_INFO_BTF=y (or run pahole -J on its vmlinux), then: gobtfgen "
+               "archive add ARCHIVE --from vmlinux --id ID --version VERSION.")
     a.add_argument("archive", type=Path, metavar="ARCHIVE", help="the archive directory")
     a.add_argument("--from", dest="source", type=Path, default=Path(hostinfo.NATIVE_BTF),
                    metavar="FILE",
-                   help="raw BTF or a vmlinux ELF with a .BTF section (default: %(default)s, "
-                        "the running kernel's)")
+                   help="raw BTF, a vmlinux ELF, a kernel image (bzImage, vmlinuz, arm64 Image, "
+                        "compressed or not) or a kernel .deb (default: %(default)s, the running "
+                        "kernel's)")
     a.add_argument("--id", help="os-release ID of the distro the kernel runs on "
-                                "(default: this host's)")
-    a.add_argument("--version", help="archive version folder (default: this host's VERSION_ID, "
-                                     "cut to the major number where btfhub does: rhel 8.4 -> 8)")
-    a.add_argument("--arch", help="x86_64 or arm64 (aarch64 accepted; default: the ELF's, "
+                                "(default: a Debian .deb's debian, else this host's)")
+    a.add_argument("--version", help="archive version folder (default: a Debian .deb's, else "
+                                     "this host's VERSION_ID, cut to the major number where "
+                                     "btfhub does: rhel 8.4 -> 8)")
+    a.add_argument("--arch", help="x86_64 or arm64 (aarch64 accepted; default: the file's, "
                                   "else this machine's)")
-    a.add_argument("--release", help="the kernel's `uname -r` (default: the ELF's banner, else "
+    a.add_argument("--release", help="the kernel's `uname -r` (default: the file's, else "
                                      "this kernel's when adding /sys/kernel/btf/vmlinux)")
     add(a, "--host-root", env="HOST_ROOT", default="/", metavar="DIR",
         help="where this host's os-release is found (in a container: the host's /)")
     a.add_argument("--force", action="store_true",
                    help="replace an existing file that holds different BTF")
     a.set_defaults(func=run)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Source:
-    btf: bytes
-    kind: str  # "raw BTF" or "vmlinux ELF"
-    arch: str | None  # from the ELF header
-    release: str | None  # from the ELF's linux_banner
-
-
-def _check_btf(data: bytes, what: Path) -> None:
-    if len(data) < 24 or data[:2] not in (BTF_MAGIC_LE, BTF_MAGIC_BE):
-        raise InputError(f"{what}: the .BTF data is not BTF (bad magic); regenerate it with "
-                         "pahole -J")
-    order = "<" if data[:2] == BTF_MAGIC_LE else ">"
-    _v, _f, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
-        order + "BBIIIII", data, 2)
-    end = max(type_off + type_len, str_off + str_len)
-    if hdr_len < 24 or hdr_len + end > len(data):
-        raise InputError(f"{what}: truncated BTF (sections end past the data); regenerate it")
 
 
 def read_source(path: Path) -> Source:
@@ -93,31 +77,7 @@ def read_source(path: Path) -> Source:
         hint = ("this kernel has no BTF of its own (no CONFIG_DEBUG_INFO_BTF); pass --from "
                 "FILE" if str(path) == hostinfo.NATIVE_BTF else "check the path")
         raise InputError(f"{path}: cannot read ({exc.strerror}); {hint}") from None
-    if data[:2] in (BTF_MAGIC_LE, BTF_MAGIC_BE):
-        _check_btf(data, path)
-        return Source(btf=data, kind="raw BTF", arch=None, release=None)
-    if data[:4] != b"\x7fELF":
-        raise InputError(f"{path}: neither raw BTF nor an ELF file; pass a vmlinux (a "
-                         "compressed vmlinuz must be extracted first, e.g. with "
-                         "scripts/extract-vmlinux) or a .btf file")
-    try:
-        elf = ELFFile(io.BytesIO(data))
-        section = elf.get_section_by_name(".BTF")
-        machine = str(elf.header["e_machine"])
-        btf = section.data() if section is not None else None
-        # linux_banner lives in .rodata; searching only there keeps a stray "Linux version"
-        # elsewhere (a comment section, a module string) from naming the release.
-        rodata = [s.data() for s in elf.iter_sections()
-                  if s.name.startswith(".rodata") and s["sh_type"] != "SHT_NOBITS"]
-    except (ELFError, ValueError, struct.error) as exc:
-        raise InputError(f"{path}: unreadable ELF ({exc}); pass a vmlinux or raw BTF") from None
-    if btf is None:
-        raise InputError(f"{path}: no .BTF section; build the kernel with "
-                         "CONFIG_DEBUG_INFO_BTF=y or add BTF with pahole -J")
-    _check_btf(btf, path)
-    banner = next((m for m in map(_BANNER.search, rodata) if m), None)
-    return Source(btf=btf, kind="vmlinux ELF", arch=_ARCH_OF_EM.get(machine),
-                  release=banner.group(1).decode() if banner else None)
+    return kernelimage.read(data, path)
 
 
 def tar_xz(release: str, btf: bytes) -> bytes:
@@ -168,15 +128,21 @@ def run(args: argparse.Namespace) -> int:
         if arch is None:
             raise UsageError(f"--arch {args.arch!r}: btfhub has x86_64 and arm64 only")
         if source.arch and source.arch != arch:
-            raise UsageError(f"--arch {arch} but {args.source} is an {source.arch} ELF; drop "
-                             "--arch or pass the right file")
+            raise UsageError(f"--arch {arch} but {args.source} is an {source.arch} "
+                             f"{source.kind}; drop --arch or pass the right file")
     else:
         arch = source.arch or host.arch
         if arch is None:
             raise UsageError(f"this machine ({host.machine}) is not an arch btfhub has; pass "
                              "--arch x86_64 or --arch arm64")
-    os_id = args.id or host.os.id
-    version = args.version or keys.archive_version(host.os.id, host.os.version_id)
+    if source.package and not (args.id and args.version) and not source.os_id:
+        # A package says which distro it is for; this host's key would file it wrongly.
+        raise UsageError(f"--id and --version are needed: {args.source} ({source.package}) is "
+                         "not a Debian kernel team package of a known series; pass the distro's "
+                         "os-release ID and archive version")
+    os_id = args.id or source.os_id or host.os.id
+    version = (args.version or source.os_version
+               or keys.archive_version(host.os.id, host.os.version_id))
     if not os_id or not version:
         where = host.os_release_path or f"no os-release under {host.root}"
         raise UsageError(f"--id and --version are needed: this host's os-release ({where}) "
