@@ -74,6 +74,38 @@ class Group:
         return self.failure.guard is not None and self.failure.status == "missing"
 
 
+# Register names of each arch's `struct pt_regs` (`user_pt_regs` on arm64) that bpf_tracing.h's
+# PT_REGS_* macros read under __TARGET_ARCH_<arch>; names two arches share (sp) are left out.
+_PT_REGS_NAMES = {
+    "x86_64": frozenset({"di", "si", "dx", "cx", "ax", "bx", "bp", "ip", "orig_ax", "r8", "r9",
+                         "r10", "r11", "r12", "r13", "r14", "r15"}),
+    "arm64": frozenset({"regs", "pc", "pstate", "orig_x0", "syscallno"}),
+}
+
+
+def target_arch(obj: ParsedObject) -> str | None:
+    """The arch an object was built for, told by the pt_regs registers it reads (kprobes built
+    with __TARGET_ARCH_x86 read `di`, `si`...; arm64's pt_regs has `regs[]`); None when it
+    reads none or several arches' registers."""
+    btf = obj.btf
+    seen: set[str] = set()
+    for relo in obj.relos:
+        if not 0 < relo.type_id < len(btf) or relo.kind in TYPE_KINDS:
+            continue
+        if btf.kind(relo.type_id) != 4 or essential_name(btf.name(relo.type_id)) not in (
+                "pt_regs", "user_pt_regs"):
+            continue
+        path = relo.access.split(":")
+        if len(path) < 2 or not path[1].isdigit():
+            continue
+        try:
+            name = btf.str_at(btf.member(relo.type_id, int(path[1]))[0])
+        except (IndexError, BTFError):
+            continue
+        seen.update(arch for arch, names in _PT_REGS_NAMES.items() if name in names)
+    return seen.pop() if len(seen) == 1 else None
+
+
 def _local_target(obj: ParsedObject, out: Outcome) -> str:
     r = out.relo
     btf = obj.btf
@@ -449,19 +481,84 @@ def _kernel_list(kernels: Sequence[str], limit: int = 4) -> str:
     return shown + (f" and {len(kernels) - limit} more" if len(kernels) > limit else "")
 
 
+def fold_kernels(kernels: Sequence[str], limit: int = 6) -> str:
+    """Kernels folded by distro, version and arch: `ubuntu/20.04/x86_64 (9), amzn/2/...`."""
+    by: dict[str, list[str]] = {}
+    for k in sorted(kernels):
+        by.setdefault(k.rsplit("/", 1)[0] if k.count("/") >= 3 else k, []).append(k)
+    parts = [ks[0] if len(ks) == 1 else f"{prefix} ({len(ks)})" for prefix, ks in by.items()]
+    shown = ", ".join(parts[:limit])
+    return shown + (f" and {len(parts) - limit} more groups" if len(parts) > limit else "")
+
+
+def failing_kernels(reports: Sequence[KernelReport]) -> list[str]:
+    """Kernels where some program will not load or reads garbage: an unguarded failure."""
+    return sorted(r.kernel for r in reports if r.error is None and any(
+        f.guard is None or f.status != "missing" for f in r.failures))
+
+
+def _root_type(target: str) -> str:
+    """`task_struct` of `task_struct.mm.arg_start`, `enum pid_type` of `enum pid_type::X`."""
+    return target.split("::")[0].split(".")[0].split("[")[0]
+
+
+def _compact(groups: Sequence[Group]) -> list[str]:
+    """Unguarded failures by missing type: one line each, kernels folded."""
+    by: dict[tuple[str, str], list[Group]] = {}
+    for g in groups:
+        if not g.guarded:
+            by.setdefault((_root_type(g.failure.target), g.failure.status), []).append(g)
+    lines = []
+    for (_root, status), gs in sorted(by.items(), key=lambda kv: (-len({k for g in kv[1]
+                                                                       for k in g.kernels}),
+                                                                 kv[0])):
+        kernels = sorted({k for g in gs for k in g.kernels})
+        targets = sorted({g.failure.target for g in gs})
+        progs = sorted({f"{g.failure.program} ({g.failure.object})" for g in gs})
+        what = ", ".join(f"`{t}`" for t in targets[:3]) + (
+            f" and {len(targets) - 3} more" if len(targets) > 3 else "")
+        verb = ("refused by libbpf (the program will not load)" if status == "refused"
+                else "missing, unguarded (the load is poisoned)")
+        lines.append(f"FAIL {len(kernels)} kernel{'s' if len(kernels) != 1 else ''}: {what} "
+                     f"{verb}, in {', '.join(progs[:3])}"
+                     + (f" and {len(progs) - 3} more programs" if len(progs) > 3 else ""))
+        lines.append("       " + fold_kernels(kernels))
+    guarded = [g for g in groups if g.guarded]
+    if guarded:
+        on = {k for g in guarded for k in g.kernels}
+        lines.append(f"ok   {len(guarded)} guarded failure(s) on {len(on)} kernel(s): "
+                     "the program checks existence first, fine (--verbose lists them)")
+    return lines
+
+
 def format_human(reports: Sequence[KernelReport], objects: Sequence[ParsedObject],
-                 *, verbose: bool = False) -> str:
+                 *, verbose: bool = False, notes: Sequence[str] = ()) -> str:
     groups = group(reports)
     checked = [r for r in reports if r.error is None]
-    clean = [r for r in checked if not r.failures]
     lines = [f"gobtfgen check: {len(checked)} kernels, {len(objects)} objects, "
              f"{sum(len(o.relos) for o in objects)} CO-RE relocations"]
+    lines += [f"  note: {n}" for n in notes]
     for r in reports:
         if r.error is not None:
             lines.append(f"  warning: {r.kernel}: not checked: {r.error}")
     if not groups:
         lines.append(f"every relocation is satisfied on all {len(checked)} kernels")
         return "\n".join(lines) + "\n"
+    if verbose:
+        lines += _detailed(groups)
+    else:
+        lines += _compact(groups)
+    bad = failing_kernels(reports)
+    last = (f"{len(checked) - len(bad)} of {len(checked)} kernels run every program correctly "
+            "(guarded failures count as correct)")
+    if bad:
+        last += f"; {len(bad)} do not: " + (", ".join(bad) if verbose else fold_kernels(bad))
+    lines.append(last)
+    return "\n".join(lines) + "\n"
+
+
+def _detailed(groups: Sequence[Group]) -> list[str]:
+    lines = []
     for g in groups:
         f = g.failure
         n = len(g.kernels)
@@ -481,14 +578,12 @@ def format_human(reports: Sequence[KernelReport], objects: Sequence[ParsedObject
             head = f"{n} {kernels} {verb} `{f.target}` ({f.kind}), unguarded {where}: {f.effect}"
             tag = "FAIL "
         lines.append(tag + head)
-        if verbose or not g.guarded:
-            lines.append("       " + (", ".join(g.kernels) if verbose else _kernel_list(g.kernels)))
-    lines.append(f"{len(clean)} of {len(checked)} kernels satisfy every relocation; "
-                 f"{sum(1 for g in groups if not g.guarded)} unguarded failure(s)")
-    return "\n".join(lines) + "\n"
+        lines.append("       " + ", ".join(g.kernels))
+    return lines
 
 
-def format_json(reports: Sequence[KernelReport], objects: Sequence[ParsedObject]) -> str:
+def format_json(reports: Sequence[KernelReport], objects: Sequence[ParsedObject], *,
+                notes: Sequence[str] = ()) -> str:
     groups = group(reports)
     doc = {
         "kernels": [r.kernel for r in reports if r.error is None],
@@ -501,5 +596,7 @@ def format_json(reports: Sequence[KernelReport], objects: Sequence[ParsedObject]
             "effect": g.failure.effect, "detail": g.failure.detail,
             "kernels": list(g.kernels)} for g in groups],
         "ok": not has_unguarded(groups),
+        "failing_kernels": failing_kernels(reports),
+        "notes": list(notes),
     }
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"

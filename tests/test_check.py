@@ -61,6 +61,9 @@ def test_sample_kernels_human_and_json(tmp_path: Path, bpf_objects: dict[str, Pa
             "--arch", "x86_64", "-j", "1", "--cache-dir", str(tmp_path / "cache")]
     assert main(args) == 1  # fields.c reads a field no kernel has, unguarded
     out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("0 of 2 kernels run every program correctly")
+    assert main([*args, "--verbose"]) == 1
+    out = capsys.readouterr().out
     assert "2 kernels lack `task_struct.gobtfgen_no_such_field` (byte_off), unguarded in " \
            "`handle_exec`" in out
     # Each layout of task_struct::state is guarded by the __state existence check.
@@ -142,8 +145,9 @@ def test_synthetic_kernel_refused_and_missing(tmp_path: Path,
     assert by[("prog_enum", "gbt_big::GBT_TWO")].kind == "enumval_value"
     groups = checker.group([report])
     assert checker.has_unguarded(groups)
-    text = checker.format_human([report], [obj])
+    text = checker.format_human([report], [obj], verbose=True)
     assert "libbpf refuses the relocation: the program will not load" in text
+    assert "refused by libbpf (the program will not load)" in checker.format_human([report], [obj])
 
 
 def test_unreadable_kernel_is_reported_not_fatal(tmp_path: Path, bpf_objects: dict[str, Path],
@@ -189,3 +193,45 @@ def test_reachability_follows_relocated_constants() -> None:
                      _insn(0x5D, 3, 4, off=1), _insn(0x95), _insn(0xB7, 0), _insn(0x95)])
     reached, _ = checker.reachable(code, [0], {0: (0, 1)}) or (set(), set())
     assert 5 not in reached and 4 in reached
+
+
+ARM = "debian/11/arm64/5.10.0-32-cloud-arm64"
+
+
+def test_last_line_counts_kernels_and_foreign_arch(tmp_path: Path, bpf_objects: dict[str, Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 16, points 4 and 5: the last line says how many kernels run every program
+    correctly (guarded failures are fine) and which do not; an x86 kprobe is not held against
+    arm64 kernels unless --any-arch asks."""
+    assert checker.target_arch(parse_object(bpf_objects["kprobe_x86"])) == "x86_64"
+    assert checker.target_arch(parse_object(bpf_objects["tracer"])) is None
+    archive = _archive_from_sample(tmp_path, [NEW, ARM])
+    args = ["check", "--archive", str(archive), "-j", "1", "--cache-dir", str(tmp_path / "c")]
+    for name in ("kprobe_x86", "execsnoop", "tracer"):
+        args += ["--object", str(bpf_objects[name])]
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == ("2 of 2 kernels run every program correctly (guarded failures count as "
+                       "correct)")
+    assert any("kprobe_x86.o reads x86_64 registers of pt_regs" in line
+               and "not checked on the 1 arm64 kernel(s)" in line for line in out), out
+    # execsnoop's read of a field no kernel has is guarded: one compact line, detail on demand.
+    assert any(line.startswith("ok   1 guarded failure(s) on 2 kernel(s)") for line in out)
+    assert main([*args, "--verbose"]) == 0
+    assert "guarded by `bpf_core_field_exists(task_struct.gobtfgen_no_such_field)`" in \
+        capsys.readouterr().out
+
+    assert main([*args, "--any-arch"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == ("1 of 2 kernels run every program correctly (guarded failures count as "
+                       f"correct); 1 do not: {ARM}")
+    assert any(line.startswith("FAIL 1 kernel: `pt_regs.di`, `pt_regs.si` missing, unguarded")
+               for line in out), out
+    assert main([*args, "--any-arch", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["failing_kernels"] == [ARM] and doc["notes"] == []
+
+
+def test_fold_kernels() -> None:
+    ks = [f"ubuntu/20.04/x86_64/5.4.0-{i}-aws" for i in range(9)] + ["amzn/2/x86_64/4.14.1"]
+    assert checker.fold_kernels(ks) == "amzn/2/x86_64/4.14.1, ubuntu/20.04/x86_64 (9)"

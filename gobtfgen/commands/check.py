@@ -48,7 +48,13 @@ def register(sub: Any) -> None:
                             "from there, and kernels checked first are kept there for it")
     add(p, "--json", env="GOBTFGEN_CHECK_JSON", kind="bool", help="print a JSON report")
     add(p, "--all-kernels", env="GOBTFGEN_CHECK_ALL", kind="bool",
-        help="list every kernel of every group, not only the first few")
+        help="the full detail: every failure of every program, guarded ones too, with every "
+             "kernel (default: unguarded failures by missing type, kernels folded)")
+    p.add_argument("--verbose", dest="all_kernels", action="store_true",
+                   help="the same as --all-kernels")
+    add(p, "--any-arch", env="GOBTFGEN_CHECK_ANY_ARCH", kind="bool",
+        help="also check objects against kernels of an arch they were not built for (told by "
+             "the pt_regs registers they read), and count those failures")
     p.set_defaults(func=run)
 
 
@@ -100,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     arches = parse_arches(args.arch)
     per_arch: dict[str, list[Path]] = {a: [] for a in arches}
     parsed: list[ParsedObject] = []
+    foreign: list[tuple[Path, str, list[str]]] = []  # (object, built for, arches left out)
     for path in paths:
         if not path.is_file():
             raise UsageError(f"{path}: no such object file; check the --object path")
@@ -110,16 +117,26 @@ def run(args: argparse.Namespace) -> int:
             continue
         obj = _parse(path)
         parsed.append(obj)
-        # Generic (non-bpf2go) little-endian objects apply to every arch.
-        for arch in info.arches or (arches if info.little_endian else ()):
+        # Generic (non-bpf2go) little-endian objects apply to every arch, unless the pt_regs
+        # registers they read say which arch they were built for: an x86 kprobe fails on
+        # every arm64 kernel by construction, which says nothing about those kernels.
+        applies = list(info.arches or (arches if info.little_endian else ()))
+        built_for = checker.target_arch(obj) if info.target is None else None
+        if built_for is not None and not args.any_arch:
+            left_out = [a for a in applies if a != built_for and a in per_arch]
+            if left_out:
+                foreign.append((path, built_for, left_out))
+            applies = [a for a in applies if a == built_for]
+        for arch in applies:
             if arch in per_arch:
                 per_arch[arch].append(path)
     with fetch.reading(Path(args.archive)):
-        return _check(args, Path(args.archive), arches, per_arch, parsed)
+        return _check(args, Path(args.archive), arches, per_arch, parsed, foreign)
 
 
 def _check(args: argparse.Namespace, archive: Path, arches: Sequence[str],
-           per_arch: dict[str, list[Path]], parsed: list[ParsedObject]) -> int:
+           per_arch: dict[str, list[Path]], parsed: list[ParsedObject],
+           foreign: Sequence[tuple[Path, str, list[str]]] = ()) -> int:
     kernels, problems = scan_archive(archive, arches, tuple(args.include), tuple(args.exclude))
     kernels = fetch.kernel_files(archive, kernels)
     for problem in problems:
@@ -136,10 +153,18 @@ def _check(args: argparse.Namespace, archive: Path, arches: Sequence[str],
     else:
         reports = [_check_one(k, objs, args.cache_dir) for k, objs in todo]
     Cache(Path(args.cache_dir)).evict_raw()
+    notes = []
+    for path, built_for, left_out in foreign:
+        n = sum(1 for k in kernels if k.arch in left_out)
+        if n:
+            notes.append(f"{path.name} reads {built_for} registers of pt_regs (built for "
+                         f"{built_for}): not checked on the {n} {'/'.join(left_out)} kernel(s); "
+                         "--any-arch checks and counts it there")
     if args.json:
-        sys.stdout.write(checker.format_json(reports, parsed))
+        sys.stdout.write(checker.format_json(reports, parsed, notes=notes))
     else:
-        sys.stdout.write(checker.format_human(reports, parsed, verbose=args.all_kernels))
+        sys.stdout.write(checker.format_human(reports, parsed, verbose=args.all_kernels,
+                                              notes=notes))
     groups = checker.group(reports)
     if checker.has_unguarded(groups):
         return 1
