@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from gobtfgen import keys, render  # noqa: E402
 from gobtfgen.pack import pack  # noqa: E402
+from gobtfgen.targets import go  # noqa: E402
 from tests.gomod import find_go, make_module, run_go  # noqa: E402
 from tests.test_go_runtime import copy_go_tests, render_package  # noqa: E402
 from tests.tinybtf import tiny_btf  # noqa: E402
@@ -114,7 +115,7 @@ def run_size(n: int, arch: str, bases: list[bytes], args: argparse.Namespace,
     files: dict[str, str | bytes] = {}
     for a in render.ARCHES:
         payload, stats = pack(a, entries if a == arch else {})
-        files[render.payload_file(a)] = payload
+        files[go.payload_file(a)] = payload
         if a == arch:
             print(f"  {n} kernels: payload {stats.payload_bytes / 1024:.0f} KiB "
                   f"({stats.raw_bytes / 1024:.0f} KiB of BTF)")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gobtfgen import __version__, c_outputs, fetch, pack, render, tools
+from gobtfgen import __version__, fetch, pack, render, targets, tools
 from gobtfgen.archive import (
     ARCHES,
     Kernel,
@@ -65,8 +65,8 @@ class GenerateOptions:
     cache_dir: Path = Path(".")
     strict: bool = False
     progress: bool | None = None  # None: when stderr is a terminal
-    lang: str = "go"  # the runtime of the "source" format: "go" or "c" (gobtfgen.c_outputs)
-    formats: tuple[str, ...] = ("source",)  # of c_outputs.FORMATS
+    lang: str = "go"  # the runtime of the "source" format: one of targets.LANGS
+    formats: tuple[str, ...] = ("source",)  # of targets.FORMATS
     ld: str = "ld"
 
 
@@ -494,9 +494,21 @@ def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelRes
 
 def _payload_name(options: GenerateOptions, arch: str) -> str | None:
     """The file holding an arch's payload: none when only the tar.gz/ld formats are written."""
-    if "source" not in options.formats:
-        return None
-    return render.payload_file(arch) if options.lang == "go" else c_outputs.payload_header(arch)
+    return payload_file(_targets(options), arch)
+
+
+def _targets(options: GenerateOptions) -> tuple[targets.Target, ...]:
+    return targets.selected(options.lang, options.formats)
+
+
+def _target_options(options: GenerateOptions) -> targets.TargetOptions:
+    return targets.TargetOptions(package=options.package, env_prefix=options.env_prefix,
+                                 ld=options.ld)
+
+
+def payload_file(selected: Sequence[targets.Target], arch: str) -> str | None:
+    """The file of these targets that holds an arch's payload, if one does."""
+    return next((name for t in selected if (name := t.payload_file(arch)) is not None), None)
 
 
 def _archive_doc(options: GenerateOptions) -> dict[str, object]:
@@ -515,7 +527,7 @@ def _run_digest(options: GenerateOptions, p: Plan, kernel_shas: Sequence[str],
                 identity: str) -> str:
     """Everything an output depends on. Equal digests and untouched outputs: nothing to do."""
     h = hashlib.sha256(f"gobtfgen {__version__}\0".encode())
-    for template in sorted(render.templates_dir().glob("*.j2")):
+    for template in sorted(render.templates_dir().rglob("*.j2")):
         h.update(template.name.encode() + b"\0" + template.read_bytes() + b"\0")
     fields = {k: str(v) for k, v in vars(options).items() if k not in ("jobs", "progress")}
     h.update(json.dumps(fields, sort_keys=True).encode())
@@ -579,15 +591,16 @@ def _build(options: GenerateOptions) -> Outcome:
             memo.save()
             return _unchanged_outcome(record, start)
     problems = list(p.problems)
+    selected = _targets(options)
+    target_options = _target_options(options)
     prerendered: dict[str, bytes] = {}
 
     def prerender() -> None:
         # What depends only on the options is rendered while the workers minimize (the main
         # thread would only wait): jinja2's import and template compilation cost nothing then.
         prerendered[MAKEFILE] = render_makefile(options, p).encode()
-        if options.lang == "go":
-            ctx = render.go_context(package=options.package, env_prefix=options.env_prefix)
-            prerendered.update((n, t.encode()) for n, t in render.render_go_files(ctx).items())
+        for target in selected:
+            prerendered.update(target.static(target_options))
 
     progress = Progress(len(p.kernels), label="kernels", enabled=options.progress)
     try:
@@ -610,28 +623,18 @@ def _build(options: GenerateOptions) -> Outcome:
         reasons = sorted({r.message or r.status for r in results})[:3]
         raise GobtfgenError("no kernel could be minimized, nothing written; first reasons: "
                             + " | ".join(reasons))
-    files: dict[str, bytes] = {}
     stats: dict[str, pack.PackStats] = {}
     payloads: dict[str, bytes] = {}
-    for arch in ARCHES:  # every arch gets a payload, so every GOARCH's embed finds its file
+    for arch in ARCHES:  # every arch gets a payload, so every build target finds its file
         entries = {r.kernel.key: r.btf for r in usable if r.kernel.arch == arch and r.btf}
         payloads[arch], stats[arch] = pack.pack(arch, entries)
-    if "source" in options.formats and options.lang == "go":
-        for arch, payload in payloads.items():
-            files[render.payload_file(arch)] = payload
-        files.update(prerendered)
-    elif "source" in options.formats:
-        for name, text in c_outputs.render_c_files(
-                env_prefix=options.env_prefix, payloads=payloads,
-                counts={a: (s.entries, s.blobs) for a, s in stats.items()}).items():
-            files[name] = text.encode()
-    if "tar.gz" in options.formats or "ld" in options.formats:
-        tar_gz, tar_problems = c_outputs.targz({r.kernel.key: r.btf for r in usable if r.btf})
-        problems += tar_problems
-        files[c_outputs.TARGZ_FILE] = tar_gz
-        if "ld" in options.formats:
-            files[c_outputs.LD_FILE] = c_outputs.ld_object(tar_gz, ld=options.ld)
-    files[MAKEFILE] = prerendered[MAKEFILE]
+    target_input = targets.TargetInput(options=target_options, payloads=payloads, stats=stats,
+                                       btfs={r.kernel.key: r.btf for r in usable if r.btf})
+    files = dict(prerendered)
+    for target in selected:
+        rendered = target.render(target_input)
+        files.update(rendered.files)
+        problems += rendered.problems
     files[KERNELS_LIST] = kernels_text(results).encode()
     files[MANIFEST] = manifest_json(options, p, results, identity, stats, list(files),
                                     problems).encode()

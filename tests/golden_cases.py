@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gobtfgen import c_outputs, pipeline, render
+from gobtfgen import pipeline, render, targets
 from gobtfgen.objects import BpfObject
-from gobtfgen.pack import pack
+from gobtfgen.targets import c, go
 from tests.btfdata import tiny_btf
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -33,13 +33,13 @@ def _plan(objects: tuple[str, ...]) -> pipeline.Plan:
 def cases() -> dict[str, dict[str, str]]:
     """case name -> {file name: text}."""
     out: dict[str, dict[str, str]] = {}
-    ctx = render.go_context(package="main", env_prefix="BTFGEN")
-    files = render.render_go_files(ctx)
+    ctx = go.go_context(package="main", env_prefix="BTFGEN")
+    files = go.render_go_files(ctx)
     files["Makefile.btfgen"] = pipeline.render_makefile(
         _options(), _plan(("/src/app/execsnoop_x86_bpfel.o",)))
     out["default"] = files
-    ctx = render.go_context(package="tracer", env_prefix="MYTRACER")
-    files = render.render_go_files(ctx)
+    ctx = go.go_context(package="tracer", env_prefix="MYTRACER")
+    files = go.render_go_files(ctx)
     files["Makefile.btfgen"] = pipeline.render_makefile(
         _options(objects=(Path("bpf/a_bpfel.o"),), archive_arg="../btfhub-archive",
                  archive=Path("../btfhub-archive"), arches=("x86_64",), package="tracer",
@@ -49,8 +49,7 @@ def cases() -> dict[str, dict[str, str]]:
         _plan(("bpf/a_bpfel.o",)))
     out["custom"] = files
     # The C runtime (--lang c), with one tiny kernel per arch so the payload headers are short.
-    payloads = {arch: pack(arch, {f"debian/12/{arch}/6.1.0-1-{arch}": tiny_btf((arch,))})[0]
-                for arch in render.ARCHES}
-    out["c"] = c_outputs.render_c_files(env_prefix="BTFGEN", payloads=payloads,
-                                        counts={arch: (1, 1) for arch in render.ARCHES})
+    inp = targets.packed_input({arch: {f"debian/12/{arch}/6.1.0-1-{arch}": tiny_btf((arch,))}
+                                for arch in render.ARCHES})
+    out["c"] = {name: data.decode() for name, data in targets.render_files(c.TARGET, inp).items()}
     return out

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from gobtfgen import c_outputs, keys, pack
+from gobtfgen import keys, pack, targets
+from gobtfgen.targets import c
 from gobtfgen.write import is_ours
 from tests import lookup_vectors
 from tests.tinybtf import label, tiny_btf
@@ -36,12 +37,11 @@ def vector_payloads() -> dict[str, bytes]:
 
 
 def render_into(dest: Path, env_prefix: str = "BTFGEN") -> Path:
-    payloads = vector_payloads()
-    counts = {a: (len(VECTORS["payload"][a]), 0) for a in payloads}
+    inp = targets.packed_input(lookup_vectors.blobs(VECTORS),
+                               options=targets.TargetOptions(env_prefix=env_prefix))
     dest.mkdir(parents=True, exist_ok=True)
-    for name, text in c_outputs.render_c_files(env_prefix=env_prefix, payloads=payloads,
-                                               counts=counts).items():
-        (dest / name).write_text(text)
+    for name, data in targets.render_files(c.TARGET, inp).items():
+        (dest / name).write_bytes(data)
     return dest
 
 
@@ -71,7 +71,7 @@ def test_env_prefix_names_the_override(tmp_path: Path) -> None:
 def test_payload_string_round_trips() -> None:
     """Every byte value survives the C string escaping (checked by a C-like unescaper)."""
     data = bytes(range(256)) * 3 + b"??=?\\\"0123"
-    text = c_outputs.payload_c("x86_64", data, kernels=0, blobs=0)
+    text = c.payload_c("x86_64", data, kernels=0, blobs=0)
     lines = [line for line in text.splitlines() if line.startswith('\t"')]
     lines[-1] = lines[-1].removesuffix(";")
     body = "".join(line[2:-1] for line in lines)
@@ -94,11 +94,11 @@ def test_lang_and_format_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     from gobtfgen.errors import UsageError
     from gobtfgen.options import resolve_lists
 
-    assert c_outputs.parse_formats("source") == ("source",)
-    assert c_outputs.parse_formats("ld, tar.gz,SOURCE") == ("source", "tar.gz", "ld")
+    assert targets.parse_formats("source") == ("source",)
+    assert targets.parse_formats("ld, tar.gz,SOURCE") == ("source", "tar.gz", "ld")
     for bad in ("", "zip", "source,zip"):
         with pytest.raises(UsageError):
-            c_outputs.parse_formats(bad)
+            targets.parse_formats(bad)
     for name in ("GOBTFGEN_LANG", "GOBTFGEN_FORMAT"):
         monkeypatch.delenv(name, raising=False)
     args = cli.build_parser().parse_args(["generate"])
@@ -432,6 +432,6 @@ def test_each_arch_build_takes_its_payload(tmp_path: Path, macro: str, arch: str
     assert last == f'PAYLOAD_ARCH="{arch}" MACHINE={want_machine}', last
     if arch:
         payload = vector_payloads()[arch]
-        assert f'"{arch}"' in (src / c_outputs.payload_header(arch)).read_text()
+        assert f'"{arch}"' in (src / c.payload_header(arch)).read_text()
         assert f"#define BTFGEN_PAYLOAD_LEN {len(payload)}u" in \
-            (src / c_outputs.payload_header(arch)).read_text()
+            (src / c.payload_header(arch)).read_text()

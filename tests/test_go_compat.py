@@ -9,6 +9,7 @@ import pytest
 
 from gobtfgen import render
 from gobtfgen.pack import pack
+from gobtfgen.targets import go
 from tests.btfdata import tiny_btf
 from tests.gomod import NEWEST_EBPF, OLDEST_EBPF, find_go, make_module, run_go
 
@@ -45,9 +46,9 @@ def module(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     entries = {"x86_64": {"debian/12/x86_64/6.1.0-1-amd64": tiny_btf()},
                "arm64": {"debian/12/arm64/6.1.0-1-arm64": tiny_btf(("long",))}}
     for arch in render.ARCHES:
-        files[render.payload_file(arch)] = pack(arch, entries[arch])[0]
-    ctx = render.go_context(package="main", env_prefix="BTFGEN")
-    files.update(render.render_go_files(ctx))
+        files[go.payload_file(arch)] = pack(arch, entries[arch])[0]
+    ctx = go.go_context(package="main", env_prefix="BTFGEN")
+    files.update(go.render_go_files(ctx))
     return make_module(dest, ebpf_version=request.param, files=files)
 
 

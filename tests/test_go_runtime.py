@@ -18,6 +18,7 @@ import pytest
 
 from gobtfgen import hostinfo, keys, render
 from gobtfgen.pack import pack, unpack
+from gobtfgen.targets import go
 from tests.gomod import NEWEST_EBPF, OLDEST_EBPF, find_go, make_module, run_go
 from tests.lookup_vectors import VECTORS, blobs, load
 from tests.tinybtf import label, tiny_btf
@@ -34,8 +35,8 @@ pytestmark = [
 
 
 def render_package(dest: Path, *, package: str = PACKAGE, env_prefix: str = ENV_PREFIX) -> None:
-    for name, text in render.render_go_files(
-            render.go_context(package=package, env_prefix=env_prefix)).items():
+    for name, text in go.render_go_files(
+            go.go_context(package=package, env_prefix=env_prefix)).items():
         (dest / name).write_text(text)
 
 
@@ -80,7 +81,7 @@ def build_module(dest: Path, ebpf_version: str) -> Path:
     files: dict[str, str | bytes] = {}
     for arch in render.ARCHES:
         payload, _ = pack(arch, arch_blobs.get(arch, {}))
-        files[render.payload_file(arch)] = payload
+        files[go.payload_file(arch)] = payload
     files["testdata/lookup.json"] = VECTORS.read_text()
     files["testdata/blobs.json"] = json.dumps(
         {k: hashlib.sha256(b).hexdigest() for by_key in arch_blobs.values()
@@ -102,8 +103,8 @@ def test_generated_code_is_gofmt_clean_and_deterministic(module: Path) -> None:
     out = subprocess.run([str(gofmt) if gofmt.exists() else "gofmt", "-l", "."], cwd=module,
                          capture_output=True, text=True, check=True).stdout
     assert out == "", f"not gofmt-clean: {out}"
-    ctx = render.go_context(package=PACKAGE, env_prefix=ENV_PREFIX)
-    first, second = render.render_go_files(ctx), render.render_go_files(ctx)
+    ctx = go.go_context(package=PACKAGE, env_prefix=ENV_PREFIX)
+    first, second = go.render_go_files(ctx), go.render_go_files(ctx)
     assert first == second
     for name, text in first.items():
         assert text.startswith(f"// {render.GENERATED_MARK}\n"), name
@@ -221,7 +222,7 @@ def test_go_and_python_parse_the_same(module: Path, tmp_path: Path) -> None:
     assert len(go_results) == len(cases)
     arch = keys.btfhub_arch(os.uname().machine) or "x86_64"
     # The very payload the Go side reads (it also holds this host's key).
-    _, by_key = unpack((module / render.payload_file(arch)).read_bytes())
+    _, by_key = unpack((module / go.payload_file(arch)).read_bytes())
     ids: dict[bytes, int] = {}
     entries = {k: ids.setdefault(b, len(ids)) for k, b in by_key.items()}
     outcomes = {"hit": 0, "miss": 0, "ambiguous": 0, "arch": 0}

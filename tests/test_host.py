@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from gobtfgen import cli, hostinfo, keys, render
+from gobtfgen import cli, hostinfo, keys
 from gobtfgen.pack import pack
+from gobtfgen.targets import go
 from tests import lookup_vectors
 
 VECTORS = lookup_vectors.load()
@@ -28,7 +29,7 @@ def payloads(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     out = tmp_path_factory.mktemp("payloads")
     paths = []
     for arch, by_key in lookup_vectors.blobs(VECTORS).items():
-        path = out / render.payload_file(arch)
+        path = out / go.payload_file(arch)
         path.write_bytes(pack(arch, by_key)[0])
         paths.append(path)
     return paths

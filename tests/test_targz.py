@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gobtfgen import c_outputs
+from gobtfgen.targets import ld, targz
 from gobtfgen.write import is_ours
 from tests.conftest import FIXTURES, REPO, compile_bpf, need
 
@@ -44,8 +44,8 @@ def generated(tmp_path_factory: pytest.TempPathFactory, real_archive: Path) -> P
 def test_outputs_are_only_the_archive_and_its_object(generated: Path) -> None:
     names = sorted(p.name for p in generated.iterdir())
     assert names == ["Makefile.btfgen", "btfgen_kernels.txt", "btfgen_manifest.json",
-                     c_outputs.TARGZ_FILE, c_outputs.LD_FILE]
-    for name in (c_outputs.TARGZ_FILE, c_outputs.LD_FILE):
+                     targz.TARGZ_FILE, ld.LD_FILE]
+    for name in (targz.TARGZ_FILE, ld.LD_FILE):
         assert is_ours(generated / name), name
     assert "--lang c --format tar.gz,ld" in (generated / "Makefile.btfgen").read_text()
 
@@ -53,7 +53,7 @@ def test_outputs_are_only_the_archive_and_its_object(generated: Path) -> None:
 def test_tar_members_are_the_btfhub_paths(generated: Path, real_archive: Path) -> None:
     manifest = json.loads((generated / "btfgen_manifest.json").read_text())
     embedded = {k["key"]: k["btf_sha256"] for k in manifest["kernels"] if k["btf_sha256"]}
-    raw = (generated / c_outputs.TARGZ_FILE).read_bytes()
+    raw = (generated / targz.TARGZ_FILE).read_bytes()
     with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
     assert set(members) == {f"./{k}.btf" for k in embedded}
@@ -69,7 +69,7 @@ def test_bcc_style_loader_finds_every_kernel(generated: Path, tmp_path: Path) ->
     loader = tmp_path / "targz_loader"
     src = Path(__file__).resolve().parent / "ctest" / "targz_loader.c"
     proc = subprocess.run([gcc, "-Wall", "-Wextra", "-Werror", "-O1", str(src),
-                           str(generated / c_outputs.LD_FILE), "-o", str(loader), "-lz"],
+                           str(generated / ld.LD_FILE), "-o", str(loader), "-lz"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((generated / "btfgen_manifest.json").read_text())
@@ -95,10 +95,10 @@ def test_same_inputs_same_bytes(generated: Path, tmp_path: Path) -> None:
     shutil.copytree(generated, again)
     manifest = json.loads((generated / "btfgen_manifest.json").read_text())
     entries = {}
-    with tarfile.open(generated / c_outputs.TARGZ_FILE, mode="r:gz") as tar:
+    with tarfile.open(generated / targz.TARGZ_FILE, mode="r:gz") as tar:
         for m in tar.getmembers():
             entries[m.name[2:-4]] = tar.extractfile(m).read()  # type: ignore[union-attr]
-    rebuilt, problems = c_outputs.targz(entries)
+    rebuilt, problems = targz.targz(entries)
     assert not problems and len(entries) == len(manifest["kernels"])
-    assert rebuilt == (generated / c_outputs.TARGZ_FILE).read_bytes()
-    assert c_outputs.ld_object(rebuilt) == (generated / c_outputs.LD_FILE).read_bytes()
+    assert rebuilt == (generated / targz.TARGZ_FILE).read_bytes()
+    assert ld.ld_object(rebuilt) == (generated / ld.LD_FILE).read_bytes()

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import gobtfgen
+from gobtfgen.targets import TARGETS
 from tests.conftest import FIXTURES, REPO, compile_bpf
 
 pytestmark = pytest.mark.tools
@@ -67,6 +68,10 @@ def test_sdist_and_wheel_carry_the_templates_and_one_version(dist: Path) -> None
     names = zipfile.ZipFile(wheel).namelist()
     for template in templates:
         assert f"gobtfgen/templates/{template}" in names
+    # Every output target's templates, as the target names them (gobtfgen/targets/).
+    for target in TARGETS.values():
+        for name in target.templates:
+            assert f"gobtfgen/templates/{name}" in names, (target.name, name)
     metadata = zipfile.ZipFile(wheel).read(f"gobtfgen-{version}.dist-info/METADATA").decode()
     assert f"\nVersion: {version}\n" in metadata
     # The metadata a package index would show must be valid (README renders, fields complete).

@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gobtfgen import c_outputs, fetch, pipeline, render
+from gobtfgen import fetch, pipeline, render, targets
 from gobtfgen.cache import default_cache_dir
 from gobtfgen.errors import UsageError
 from gobtfgen.minimize import available
 from gobtfgen.options import add, add_kernel_filters, parse_arches
 from gobtfgen.report import human_bytes, is_skip_note, print_problems
+from gobtfgen.targets import go, ld, targz
 from gobtfgen.write import MANIFEST
 
 _PACKAGE_RE = re.compile(rb"^package\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
@@ -56,14 +57,14 @@ def register(sub: Any) -> None:
     add(p, "--jobs", "-j", env="GOBTFGEN_JOBS", default=os.cpu_count() or 1, kind="int",
         metavar="N", help="kernels minimized in parallel")
     add_minimizer_flags(p)
-    add(p, "--lang", env="GOBTFGEN_LANG", default="go", choices=list(c_outputs.LANGS),
+    add(p, "--lang", env="GOBTFGEN_LANG", default="go", choices=list(targets.LANGS),
         help="the runtime to generate: go (btfgen*.go, GetBTFSpec) or c (btfgen.c and "
              "btfgen.h, ensure_core_btf() for libbpf programs)")
     add(p, "--format", env="GOBTFGEN_FORMAT", default="source", dest="formats",
         metavar="LIST",
         help="comma-separated outputs: source (the --lang code with the payload), tar.gz "
-             f"({c_outputs.TARGZ_FILE}, as bcc's libbpf-tools and bpf-compatible load it), ld "
-             f"(also {c_outputs.LD_FILE}, the tar.gz linked with `ld -r -b binary`)")
+             f"({targz.TARGZ_FILE}, as bcc's libbpf-tools and bpf-compatible load it), ld "
+             f"(also {ld.LD_FILE}, the tar.gz linked with `ld -r -b binary`)")
     add(p, "--ld", env="LD", default="ld", metavar="PATH", help="ld for --format ld")
     add(p, "--env-prefix", env="GOBTFGEN_ENV_PREFIX", default="BTFGEN", metavar="PREFIX",
         help="prefix of the generated program's environment variables (PREFIX_BTF_FILE "
@@ -111,7 +112,7 @@ def options_from_args(args: argparse.Namespace) -> pipeline.GenerateOptions:
         raise UsageError(f"--jobs {args.jobs}: must be at least 1")
     output_dir = Path(args.output_dir)
     package = args.pkg or detect_package(output_dir) or "main"
-    render.validate_package(package)
+    go.validate_package(package)
     render.validate_env_prefix(args.env_prefix)
     if args.minimizer not in available():
         raise UsageError(f"--minimizer {args.minimizer} is not built into this gobtfgen; use "
@@ -123,7 +124,7 @@ def options_from_args(args: argparse.Namespace) -> pipeline.GenerateOptions:
         output_dir=output_dir, jobs=args.jobs, minimizer=args.minimizer, bpftool=args.bpftool,
         env_prefix=args.env_prefix, cache_dir=Path(args.cache_dir), strict=args.strict,
         progress=True if args.progress else None, lang=args.lang,
-        formats=c_outputs.parse_formats(args.formats), ld=args.ld)
+        formats=targets.parse_formats(args.formats), ld=args.ld)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
         for arch, s in sorted(outcome.stats.items()):  # the same order on every run
             if s.entries and "source" in options.formats:
                 ratio = 100.0 * s.payload_bytes / max(s.raw_bytes, 1)
-                shown = (render.payload_file(arch) if options.lang == "go"
-                         else c_outputs.payload_header(arch))
+                shown = pipeline.payload_file(targets.selected(options.lang, options.formats),
+                                              arch)
                 print(f"gobtfgen: {shown}: {s.entries} kernels, {s.blobs} "
                       f"unique BTFs, {human_bytes(s.raw_bytes)} minimized -> "
                       f"{human_bytes(s.payload_bytes)} ({ratio:.1f}%)", file=err)

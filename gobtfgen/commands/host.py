@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gobtfgen import hostinfo, keys, pack, render
+from gobtfgen import hostinfo, keys, pack
 from gobtfgen.errors import InputError
 from gobtfgen.options import add
+from gobtfgen.targets import go
 
 
 def register(sub: Any) -> None:
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             names = ", ".join(str(p) for p in args.payload)
             raise InputError(f"none of the --payload files holds {info.arch} kernels ({names}); "
-                             f"pass {render.payload_file(info.arch)}")
+                             f"pass {go.payload_file(info.arch)}")
     elif args.archive:
         entries = _archive_entries(args.archive, info.arch, info.release)
 
