@@ -299,9 +299,90 @@ def _download(missing: list[KernelPackage], say: bool) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _archive_stamp() -> str:
+    """What the archive was built from: the list. (Not gobtfgen's code: the BTF in a package
+    does not change with it, and tests/test_kernelimage.py runs archive add afresh.)"""
+    return hashlib.sha256(LIST.read_bytes()).hexdigest()
+
+
+def _archive_ready(stamp: str) -> bool:
+    try:
+        if (ARCHIVE / ".stamp").read_text() != stamp:
+            return False
+    except OSError:
+        return False
+    return all((ARCHIVE / f"{p.key}.btf.tar.xz").is_file() for p in packages())
+
+
+def build_archive(say: bool = False) -> Path:
+    """Build ARCHIVE from the cached packages with the real CLI, `gobtfgen archive add ARCHIVE
+    --from <deb>` (so the key comes from the package, as a user's would), in a temporary
+    directory renamed into place. Raises CorpusError when a package is missing or add fails."""
+    stamp = _archive_stamp()
+    if _archive_ready(stamp):
+        return ARCHIVE
+    debs = []
+    for pkg in packages():
+        path = _cached_deb(pkg)
+        if path is None:
+            raise CorpusError(f"{deb_path(pkg)} is absent; {_SETUP_HINT}")
+        debs.append((pkg, path))
+    if say:
+        print(f"fetch-kernels: building {ARCHIVE} (gobtfgen archive add --from each package)",
+              file=sys.stderr)
+    started = time.monotonic()
+    KERNELS.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".archive.", dir=KERNELS))
+    try:
+        # Two at a time: each is one core of xz compression for ~10 s.
+        pending = list(debs)
+        running: list[tuple[KernelPackage, subprocess.Popen[bytes]]] = []
+        while pending or running:
+            while pending and len(running) < 2:
+                pkg, path = pending.pop(0)
+                running.append((pkg, subprocess.Popen(
+                    [sys.executable, "-m", "gobtfgen", "archive", "add", str(tmp), "--from",
+                     str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)))
+            pkg, proc = running.pop(0)
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                raise CorpusError(f"gobtfgen archive add --from {deb_path(pkg)} failed: "
+                                  f"{err.decode().strip()}")
+            if not (tmp / f"{pkg.key}.btf.tar.xz").is_file():
+                raise CorpusError(f"gobtfgen archive add --from {deb_path(pkg)} did not write "
+                                  f"{pkg.key}.btf.tar.xz")
+        (tmp / ".stamp").write_text(stamp)
+        old = KERNELS / f".archive.old.{os.getpid()}"
+        if ARCHIVE.exists():
+            os.rename(ARCHIVE, old)
+        try:
+            os.rename(tmp, ARCHIVE)
+        except OSError:
+            if not _archive_ready(stamp):  # else another run put the same archive in place
+                raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if say:
+        print(f"fetch-kernels: archive of {len(debs)} kernels in "
+              f"{time.monotonic() - started:.0f} s", file=sys.stderr)
+    return ARCHIVE
+
+
+def archive() -> Path:
+    """The btfhub-layout archive debian/12/<arch>/<release>.btf.tar.xz of every corpus kernel,
+    made with `gobtfgen archive add --from <deb>` (by scripts/setup, else here, once)."""
+    try:
+        return build_archive()
+    except CorpusError as e:
+        if not all(deb_path(p).is_file() for p in packages()):
+            pytest.skip(reason=str(e))
+        pytest.fail(str(e))
+
+
 def fetch(say: bool = True) -> None:
-    """Download what is missing, verify everything, extract the kernel images. Prints nothing
-    when all is cached."""
+    """Download what is missing, verify everything, extract the kernel images, build the
+    archive. Prints nothing when all is cached."""
     missing = []
     for pkg in packages():
         if _cached_deb(pkg) is None:
@@ -312,6 +393,7 @@ def fetch(say: bool = True) -> None:
         dest = boot_image_path(pkg)
         if not dest.is_file():
             _extract_boot_image(pkg, deb_path(pkg), dest)
+    build_archive(say)
 
 
 def main(argv: list[str] | None = None) -> int:
