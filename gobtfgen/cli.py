@@ -48,10 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = list(sys.argv[1:] if argv is None else argv)
         # Global options take no values, so the first word that is not an option is the command.
         command = next((a for a in argv if not a.startswith("-")), None)
-        if command == "minimize":
+        if command in ("minimize", "gen"):
             from gobtfgen.commands.minimize import bpftool_order
 
             argv = bpftool_order(argv)
+            command = "minimize" if "minimize" in argv else command
         parser = build_parser(only=command if command in COMMANDS else None)
         args = parser.parse_args(argv)
         tools.VERBOSE = args.verbose

@@ -18,36 +18,29 @@ import pytest
 from gobtfgen import btf as B
 from gobtfgen.btf import BTF
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO.parent / "shared" / "btfhub-sample"
 # The sample's smallest kernel, so a many-fold copy stays quick to minimize.
-SAMPLE_KERNEL = "debian/11/arm64/5.10.0-32-cloud-arm64.btf.tar.xz"
+SAMPLE_KERNEL = "debian/11/arm64/5.10.0-32-cloud-arm64"
 
 # (copy number, record words of one type) -> None: edits the record in place.
 Edit = Callable[[int, int, list[int]], None]
 
 
 def real_kernel_btf() -> bytes:
-    """A real kernel's raw BTF: the sample's smallest, else a corpus kernel, else the host's."""
+    """A real kernel's raw BTF: the sample's smallest where present, else a corpus kernel,
+    else the host's."""
     from gobtfgen.archive import read_kernel_btf
+    from tests import realkernels
 
-    if (SAMPLE / SAMPLE_KERNEL).is_file():
-        return read_kernel_btf(SAMPLE / SAMPLE_KERNEL)
-    from tests import corpus
-
-    make_archive = getattr(corpus, "archive", None)  # the corpus as a btfhub-layout archive
-    if make_archive is not None:
-        try:
-            files = sorted(Path(make_archive()).rglob("*.btf.tar.xz"))
-        except pytest.skip.Exception:
-            files = []  # the corpus is not downloaded: fall back to the host's BTF
-        if files:
-            return read_kernel_btf(files[0])
+    keys = {k.key: k for k in realkernels.KERNELS}
+    if SAMPLE_KERNEL in keys:
+        return read_kernel_btf(keys[SAMPLE_KERNEL].path)
+    if realkernels.KERNELS:
+        return read_kernel_btf(realkernels.KERNELS[0].path)
     host = Path("/sys/kernel/btf/vmlinux")
     if host.is_file():
         return host.read_bytes()
-    pytest.skip(reason="no real kernel BTF: needs ../shared/btfhub-sample, the kernel corpus "
-                       "(scripts/setup) or a host with /sys/kernel/btf/vmlinux")
+    pytest.skip(reason="no real kernel BTF: run scripts/setup (it fetches the Debian kernel "
+                       "corpus); ../shared/btfhub-sample or /sys/kernel/btf/vmlinux serve too")
 
 
 def _ref_positions(kind: int, vlen: int) -> list[int]:

@@ -115,3 +115,25 @@ def test_no_btf_ext_skipped_where_bpftool_fails(tmp_path: Path, bpf_objects: dic
     subprocess.run([bpftool, "gen", "min_core_btf", str(kernel), str(tmp_path / "b.btf"), tracer],
                    check=True, capture_output=True)
     assert (tmp_path / "o.btf").read_bytes() == (tmp_path / "b.btf").read_bytes()
+
+
+@pytest.mark.parametrize("line", [
+    ["gen", "min_core_btf", "{k}", "{o}", "tracer", "noreloc"],
+    ["-d", "gen", "min", "{k}", "{o}", "tracer"],
+    ["gen", "min_core_btf", "{k}", "{o}", "tracer", "-jp", "execsnoop"],
+])
+def test_bpftool_command_line_as_is(line: list[str], tmp_path: Path,
+                                    bpf_objects: dict[str, Path]) -> None:
+    """BPFTOOL=gobtfgen in a Makefile: bpftool's own words, `gen` and a prefix of
+    `min_core_btf` (bpftool matches command prefixes) included."""
+    bpftool = need("bpftool")
+    kernel = tmp_path / "vmlinux.btf"
+    kernel.write_bytes(real_kernel_btf())
+
+    def argv(out: str) -> list[str]:
+        subst = {"{k}": str(kernel), "{o}": str(tmp_path / out)}
+        return [subst.get(w, str(bpf_objects[w]) if w in bpf_objects else w) for w in line]
+
+    subprocess.run([bpftool, *argv("bpftool.btf")], check=True, capture_output=True)
+    assert cli.main([*argv("compat.btf"), "--minimizer", "python-compat"]) == 0
+    assert (tmp_path / "compat.btf").read_bytes() == (tmp_path / "bpftool.btf").read_bytes()

@@ -97,3 +97,23 @@ def test_copy_differing_in_an_unread_member_merges(raw: bytes,
     ours = minimize_btf(dup, objs, compat=False)
     assert results(ours, objs) == results(dup, objs)
     assert count(ours, "mm_struct") == 1
+
+
+def test_copy_pointing_at_nothing_merges(raw: bytes, objs: list[ParsedObject]) -> None:
+    # As in a compilation unit that only forward-declares mm_struct: in copy 5,
+    # `struct mm_struct *` leads nowhere (void * once minimized). Field reads never look
+    # behind a pointer, so that task_struct is still the same candidate as the others.
+    k = BTF(raw)
+    task, idx = nested_member(k, "task_struct", "mm")
+    ptr = k.member(task, idx)[1]
+    assert k.kind(ptr) == B.PTR
+
+    def edit(c: int, tid: int, rec: list[int]) -> None:
+        if c == 5 and tid == ptr:
+            rec[2] = 0
+
+    dup = duplicate(raw, COPIES, edit)
+    ours = minimize_btf(dup, objs, compat=False)
+    assert results(ours, objs) == results(dup, objs)
+    assert count(ours, "task_struct") == 1
+    assert minimize_btf(dup, objs, compat=False, verify=True) == ours

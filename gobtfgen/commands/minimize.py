@@ -64,6 +64,14 @@ def bpftool_order(argv: Sequence[str]) -> list[str]:
     words after `minimize`.
     """
     argv = list(argv)
+    words = [w for w in argv if not w.startswith("-")]
+    if len(words) >= 2 and words[0] == "gen" and "min_core_btf".startswith(words[1]) \
+            and len(words[1]) >= 1:
+        # `BPFTOOL=gobtfgen`: bpftool's own command line, `gen` and a prefix of
+        # `min_core_btf` included (bpftool matches command prefixes), options anywhere.
+        gen = argv.index("gen")
+        sub = argv.index(words[1], gen + 1)
+        argv = ["minimize", *argv[:gen], *argv[gen + 1:sub], *argv[sub + 1:]]
     try:
         at = argv.index("minimize")
     except ValueError:

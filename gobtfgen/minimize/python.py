@@ -79,6 +79,10 @@ class _Marks:
         self._seen_match: set[tuple[int, bool]] = set()
         self._whole: set[int] = set()
         self.pinned: set[int] = set()  # never merged with an identical type (_representatives)
+        # Pointers whose target some relocation compares (type relocations follow pointers,
+        # type_matches looks behind them); field relocations never do (libbpf's
+        # bpf_core_fields_are_compat: any pointer matches any pointer).
+        self.deep_ptrs: set[int] = set()
 
     def _unsupported(self, tid: int) -> MinimizeError:
         # bpftool: `unsupported kind: %s (%d)` from btfgen_mark_type*; the run stops.
@@ -104,6 +108,7 @@ class _Marks:
             if kind == B.PTR:
                 if not follow_ptrs:
                     return
+                self.deep_ptrs.add(tid)
                 tid = k.ref(tid)
             elif kind in (B.CONST, B.RESTRICT, B.VOLATILE, B.TYPEDEF):
                 tid = k.ref(tid)
@@ -211,6 +216,7 @@ class _Marks:
             if kind in (B.CONST, B.FWD, B.RESTRICT, B.TYPEDEF, B.VOLATILE):
                 tid = k.ref(tid)  # a FWD's size_or_type is 0: this ends the walk
             elif kind == B.PTR:
+                self.deep_ptrs.add(tid)
                 tid = k.ref(tid)
                 behind_ptr = True
             elif kind == B.ARRAY:
@@ -300,6 +306,7 @@ class _Marks:
         refinement), so `struct list_head { struct list_head *next; }` copies merge too.
         Candidates of target-type-id relocations stay apart: their result is the id itself,
         and merging would turn libbpf's ambiguity against the full BTF into a success.
+        Pointers only field reads reach compare without their targets (see deep_ptrs).
         """
         scratch = BTFWriter()  # one string table, so equal strings give equal offsets
         identity = {tid: tid for tid in order}
@@ -307,12 +314,19 @@ class _Marks:
         refs: dict[int, tuple[int, ...]] = {}
         for tid in order:
             rec = self._render(scratch, tid, identity)
-            at = _ref_positions(self.k.kind(tid), rec[1] & 0xFFFF)
+            kind = self.k.kind(tid)
+            at = _ref_positions(kind, rec[1] & 0xFFFF)
             refs[tid] = tuple(rec[i] for i in at)
             for i in at:
                 rec[i] = 0
             if tid in self.pinned:
                 rec.append(tid)  # a class of its own
+            if kind == B.PTR and tid not in self.deep_ptrs:
+                # Only field reads reach it: where it points changes no result, so a copy
+                # pointing at a forward declaration (void * here) and one pointing at the
+                # struct are the same pointer. The representative's target is written.
+                refs[tid] = ()
+                rec.append(_SHALLOW)
             local[tid] = tuple(rec)
         classes: dict[tuple[int, ...], int] = {}
         cls = {tid: classes.setdefault(local[tid], len(classes)) for tid in order}
@@ -397,6 +411,9 @@ class _Marks:
             for i in range(vlen):
                 rec[3 + 3 * i] = new_id.get(rec[3 + 3 * i], 0)
         return rec
+
+
+_SHALLOW = 1 << 32  # not a u32: marks a key apart from every written record
 
 
 def _ref_positions(kind: int, vlen: int) -> list[int]:
