@@ -277,13 +277,36 @@ def find_btf_blob(data: bytes) -> bytes | None:
     return data[best[0]:best[1]] if best else None
 
 
+def _pe_end(data: bytes) -> int | None:
+    """Where an EFI-stub kernel's PE file ends (its last section's raw data or the signature
+    appended by Secure Boot signing), or None when data has no PE header to tell. (The arm64
+    header's image_size counts the BSS too, so it cannot tell a cut file.)"""
+    if data[:2] != b"MZ" or len(data) < 0x40:
+        return None
+    (pe,) = struct.unpack_from("<I", data, 0x3C)
+    if pe + 24 > len(data) or data[pe:pe + 4] != b"PE\0\0":
+        return None
+    nsections, _, _, _, opt_size = struct.unpack_from("<HIIIH", data, pe + 6)
+    table = pe + 24 + opt_size
+    if table + 40 * nsections > len(data) or opt_size < 2:
+        return None
+    end = max((sum(struct.unpack_from("<II", data, table + 40 * i + 16))
+               for i in range(nsections)), default=0)
+    # Data directory 4 (the certificate table) holds a file offset, not an address.
+    (magic,) = struct.unpack_from("<H", data, pe + 24)
+    certs = pe + 24 + (112 if magic == 0x20B else 96) + 8 * 4
+    if certs + 8 <= table:
+        end = max(end, sum(struct.unpack_from("<II", data, certs)))
+    return end
+
+
 def _from_arm64_image(data: bytes, path: Path) -> Source:
-    (image_size,) = struct.unpack_from("<Q", data, 0x10)
+    end = _pe_end(data)
+    if end is not None and len(data) < end:
+        raise InputError(f"{path}: the arm64 Image is {len(data)} bytes, its PE header says "
+                         f"{end}; the file is truncated, download it again")
     btf = find_btf_blob(data)
     if btf is None:
-        if image_size and len(data) < image_size:
-            raise InputError(f"{path}: the arm64 Image is {len(data)} bytes, its header says "
-                             f"{image_size}; the file is truncated, download it again")
         raise InputError(f"{path}: the arm64 Image holds no BTF; build the kernel with "
                          "CONFIG_DEBUG_INFO_BTF=y")
     banner = _BANNER.search(data)
