@@ -231,6 +231,14 @@ def test_last_line_counts_kernels_and_foreign_arch(tmp_path: Path, bpf_objects: 
     doc = json.loads(capsys.readouterr().out)
     assert doc["failing_kernels"] == [ARM] and doc["notes"] == []
 
+    # Objects without relocations: one note line however many, and nothing else to check.
+    bare = ["check", "--archive", str(archive), "-j", "1", "--cache-dir", str(tmp_path / "c"),
+            "--object", str(bpf_objects["noreloc"]), "--object", str(bpf_objects["noreloc"])]
+    assert main(bare) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("no CO-RE relocations, nothing to check") == 1
+    assert "nothing to check" in captured.out
+
 
 def test_fold_kernels() -> None:
     ks = [f"ubuntu/20.04/x86_64/5.4.0-{i}-aws" for i in range(9)] + ["amzn/2/x86_64/4.14.1"]

@@ -107,13 +107,13 @@ def run(args: argparse.Namespace) -> int:
     per_arch: dict[str, list[Path]] = {a: [] for a in arches}
     parsed: list[ParsedObject] = []
     foreign: list[tuple[Path, str, list[str]]] = []  # (object, built for, arches left out)
+    unrelocated: list[str] = []
     for path in paths:
         if not path.is_file():
             raise UsageError(f"{path}: no such object file; check the --object path")
         info = read_object(path)
         if info.core_relocations == 0:
-            print(f"gobtfgen: note: {path}: no CO-RE relocations, nothing to check",
-                  file=sys.stderr)
+            unrelocated.append(str(path))
             continue
         obj = _parse(path)
         parsed.append(obj)
@@ -130,6 +130,13 @@ def run(args: argparse.Namespace) -> int:
         for arch in applies:
             if arch in per_arch:
                 per_arch[arch].append(path)
+    if unrelocated:  # one line however many: helper and map-only objects are common
+        print(f"gobtfgen: note: no CO-RE relocations, nothing to check: "
+              f"{', '.join(unrelocated)}", file=sys.stderr)
+    if not parsed:
+        # Nothing they do depends on kernel types: they run the same on every kernel.
+        print("gobtfgen check: no object has CO-RE relocations, nothing to check")
+        return 0
     with fetch.reading(Path(args.archive)):
         return _check(args, Path(args.archive), arches, per_arch, parsed, foreign)
 
