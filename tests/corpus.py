@@ -14,6 +14,8 @@ Run as `python -m tests.corpus [--quiet]` (what scripts/fetch-kernels does).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import functools
 import hashlib
 import os
@@ -23,6 +25,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -314,7 +317,22 @@ def _archive_ready(stamp: str) -> bool:
     return all((ARCHIVE / f"{p.key}.btf.tar.xz").is_file() for p in packages())
 
 
+@contextlib.contextmanager
+def _lock() -> Iterator[None]:
+    """One fetch or archive build at a time per cache (engineers and test runs share it): the
+    second waits, then finds the work done."""
+    KERNELS.mkdir(parents=True, exist_ok=True)
+    with (KERNELS / ".lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def build_archive(say: bool = False) -> Path:
+    with _lock():
+        return _build_archive(say)
+
+
+def _build_archive(say: bool) -> Path:
     """Build ARCHIVE from the cached packages with the real CLI, `gobtfgen archive add ARCHIVE
     --from <deb>` (so the key comes from the package, as a user's would), in a temporary
     directory renamed into place. Raises CorpusError when a package is missing or add fails."""
@@ -383,17 +401,18 @@ def archive() -> Path:
 def fetch(say: bool = True) -> None:
     """Download what is missing, verify everything, extract the kernel images, build the
     archive. Prints nothing when all is cached."""
-    missing = []
-    for pkg in packages():
-        if _cached_deb(pkg) is None:
-            missing.append(pkg)
-    if missing:
-        _download(missing, say)
-    for pkg in packages():
-        dest = boot_image_path(pkg)
-        if not dest.is_file():
-            _extract_boot_image(pkg, deb_path(pkg), dest)
-    build_archive(say)
+    with _lock():
+        missing = []
+        for pkg in packages():
+            if _cached_deb(pkg) is None:
+                missing.append(pkg)
+        if missing:
+            _download(missing, say)
+        for pkg in packages():
+            dest = boot_image_path(pkg)
+            if not dest.is_file():
+                _extract_boot_image(pkg, deb_path(pkg), dest)
+        _build_archive(say)
 
 
 def main(argv: list[str] | None = None) -> int:
