@@ -4,6 +4,7 @@ synthetic bzImages and packages built here, and broken files."""
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
 import lzma
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import lz4.block
 import pytest
+import zstandard
 
 from gobtfgen import cli, kernelimage, pack
 from gobtfgen.archive import read_kernel_btf, scan_archive
@@ -79,14 +81,23 @@ def bzimage(payload: bytes, *, setup_sects: int = 1, version: int = 0x20F) -> by
     return bytes(setup) + b"\0" * 16 + payload + b"\0" * 8
 
 
-def tar_xz(files: dict[str, bytes]) -> bytes:
+def tar(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
+    with tarfile.open(fileobj=buf, mode="w") as t:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return lzma.compress(buf.getvalue())
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def tar_xz(files: dict[str, bytes]) -> bytes:
+    return lzma.compress(tar(files))
+
+
+# data.tar's compressions: Debian's xz, Ubuntu's zstd, older packages' gzip and bzip2.
+DATA_TAR = {"xz": lzma.compress, "zst": lambda d: zstandard.ZstdCompressor().compress(d),
+            "gz": gzip.compress, "bz2": bz2.compress, "": lambda d: d}
 
 
 def ar(members: dict[str, bytes]) -> bytes:
@@ -98,11 +109,13 @@ def ar(members: dict[str, bytes]) -> bytes:
 
 
 def deb(files: dict[str, bytes], *, package: str = "linux-image-6.1.0-99-cloud-amd64",
-        arch: str = "amd64", maintainer: str = _DEBIAN, version: str = "6.1.200-1") -> bytes:
+        arch: str = "amd64", maintainer: str = _DEBIAN, version: str = "6.1.200-1",
+        data_tar: str = "xz") -> bytes:
     control = (f"Package: {package}\nVersion: {version}\nArchitecture: {arch}\n"
                f"Maintainer: {maintainer}\nDescription: test\n multi-line\n").encode()
+    data_name = f"data.tar.{data_tar}".rstrip(".")
     return ar({"debian-binary": b"2.0\n", "control.tar.xz": tar_xz({"./control": control}),
-               "data.tar.xz": tar_xz(files)})
+               data_name: DATA_TAR[data_tar](tar(files))})
 
 
 def read(data: bytes, name: str = "f") -> kernelimage.Source:
@@ -218,6 +231,16 @@ def test_synthetic_deb_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
                      "--version", "7"]) == 0
     assert (archive / "mine/7/x86_64/6.1.0-99-cloud-amd64.btf.tar.xz").is_file()
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("data_tar", sorted(DATA_TAR))
+def test_deb_data_tar_compressions(data_tar: str) -> None:
+    btf = tiny_btf(f"c{data_tar}")
+    got = read(deb({"./boot/vmlinuz-6.1.0-99-arm64": gzip.compress(
+        b"\0" * 0x38 + b"ARM\x64" + btf + b"Linux version 6.1.0-99-arm64 (x)")},
+        arch="arm64", data_tar=data_tar))
+    assert (got.btf, got.arch, got.release, got.os_version) == (btf, "arm64", "6.1.0-99-arm64",
+                                                                "12")
 
 
 def test_deb_not_debians(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
