@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -58,8 +58,10 @@ def _ref_positions(kind: int, vlen: int) -> list[int]:
     return []
 
 
-def duplicate(raw: bytes, copies: int, edit: Edit | None = None) -> bytes:
-    """`raw` with all its types `copies` times over (copy 0 is the original), little-endian."""
+def duplicate(raw: bytes, copies: int, edit: Edit | None = None,
+              extra: Sequence[list[int]] = ()) -> bytes:
+    """`raw` with all its types `copies` times over (copy 0 is the original), little-endian;
+    `extra` records follow (ids copies * (len(BTF(raw)) - 1) + 1 on)."""
     k = BTF(raw)
     n = len(k) - 1
     words = array("I")
@@ -73,6 +75,8 @@ def duplicate(raw: bytes, copies: int, edit: Edit | None = None) -> bytes:
             if edit is not None:
                 edit(copy, tid, rec)
             words.extend(rec)
+    for rec in extra:
+        words.extend(rec)
     types = words.tobytes()
     strs = bytes(k.strings)
     return struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types),

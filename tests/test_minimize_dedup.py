@@ -99,21 +99,30 @@ def test_copy_differing_in_an_unread_member_merges(raw: bytes,
     assert count(ours, "mm_struct") == 1
 
 
-def test_copy_pointing_at_nothing_merges(raw: bytes, objs: list[ParsedObject]) -> None:
+def test_copy_pointing_at_a_forward_declaration_merges(raw: bytes,
+                                                       objs: list[ParsedObject]) -> None:
     # As in a compilation unit that only forward-declares mm_struct: in copy 5,
-    # `struct mm_struct *` leads nowhere (void * once minimized). Field reads never look
+    # `struct mm_struct *` points at a FWD (void * once minimized). Field reads never look
     # behind a pointer, so that task_struct is still the same candidate as the others.
     k = BTF(raw)
     task, idx = nested_member(k, "task_struct", "mm")
     ptr = k.member(task, idx)[1]
     assert k.kind(ptr) == B.PTR
+    fwd_id = COPIES * (len(k) - 1) + 1
+    fwd = [k.name_off(k.ref(ptr)), B.FWD << 24, 0]
 
     def edit(c: int, tid: int, rec: list[int]) -> None:
         if c == 5 and tid == ptr:
-            rec[2] = 0
+            rec[2] = fwd_id
 
-    dup = duplicate(raw, COPIES, edit)
+    dup = duplicate(raw, COPIES, edit, extra=[fwd])
+    assert BTF(dup).kind(fwd_id) == B.FWD
     ours = minimize_btf(dup, objs, compat=False)
     assert results(ours, objs) == results(dup, objs)
     assert count(ours, "task_struct") == 1
     assert minimize_btf(dup, objs, compat=False, verify=True) == ours
+    # Pointers still say what they point at: the output's task_struct.mm is mm_struct's.
+    small = BTF(ours)
+    (t,) = small.find_named("task_struct", (B.STRUCT,))
+    mm = next(m for m in small.members(t) if small.str_at(m[0]) == "mm")[1]
+    assert small.name(small.ref(mm)) == "mm_struct"

@@ -324,9 +324,11 @@ class _Marks:
             if kind == B.PTR and tid not in self.deep_ptrs:
                 # Only field reads reach it: where it points changes no result, so a copy
                 # pointing at a forward declaration (void * here) and one pointing at the
-                # struct are the same pointer. The representative's target is written.
+                # struct are the same pointer. Pointers compare by what their target is
+                # called, so the output still says `struct mm_struct *mm`; the
+                # representative's target is written.
                 refs[tid] = ()
-                rec.append(_SHALLOW)
+                rec += (_SHALLOW, *self._pointee_key(scratch, self.k.ref(tid)))
             local[tid] = tuple(rec)
         classes: dict[tuple[int, ...], int] = {}
         cls = {tid: classes.setdefault(local[tid], len(classes)) for tid in order}
@@ -341,6 +343,22 @@ class _Marks:
             cls, count = nxt, len(refined)
         first: dict[int, int] = {}
         return {tid: first.setdefault(cls[tid], tid) for tid in order}
+
+    def _pointee_key(self, w: BTFWriter, tid: int) -> list[int]:
+        """Kinds and names down a pointer's target chain to the first named type (a forward
+        declaration counts as its struct or union), names as offsets into w's strings."""
+        k = self.k
+        key: list[int] = []
+        for _ in range(8):
+            kind = k.kind(tid)
+            if kind == B.FWD:
+                kind = B.UNION if k.kflag(tid) else B.STRUCT
+            key += (kind, w.add_str(k.name(tid)))
+            if tid == 0 or k.name_off(tid) or kind not in (B.PTR, B.CONST, B.VOLATILE,
+                                                           B.RESTRICT, B.TYPE_TAG):
+                break
+            tid = k.ref(tid)
+        return key
 
     def _composite(self, w: BTFWriter, tid: int, kind: int, new_id: dict[int, int]) -> list[int]:
         k = self.k
