@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import platform
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -319,34 +321,75 @@ class RowBoot:
 
 _boots: dict[str, RowBoot] = {}
 _attempted: dict[str, str] = {}  # row id -> "" (booted) or the skip reason
+_running: dict[str, Future[vm.Boot]] = {}
+_prepared: dict[str, tuple[Kernel, int]] = {}
+_pool: list[ThreadPoolExecutor] = []
 
 
-def booted(row: Row, tmp_path_factory: pytest.TempPathFactory) -> RowBoot:
-    if row.id in _boots:
-        return _boots[row.id]
-    if row.id in _attempted:
-        pytest.skip(reason=_attempted[row.id])
-    base = tmp_path_factory.getbasetemp() / "vm-matrix"
-    base.mkdir(exist_ok=True)
-    try:
-        vm.qemu(row.arch)
-        kernel = kernel_of(row)
-        built = binaries(row.arch, base)
-    except pytest.skip.Exception as skipped:
-        _attempted[row.id] = str(skipped.msg)
-        raise
+def wanted_rows(session: pytest.Session) -> list[Row]:
+    """The rows the selected tests of this run need (all of them, unless -k chose)."""
+    wanted: set[str] = set()
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if isinstance(params.get("row"), Row):
+            wanted.add(params["row"].id)
+        elif params.get("arch") in NATIVE and item.module is not None \
+                and item.module.__name__ == __name__:
+            wanted.add(NATIVE[params["arch"]].id)
+    return [row for row in ROWS if row.id in wanted]
+
+
+def prepare(row: Row, base: Path) -> vm.Guest:
+    """The guest of a row: its kernel, the binaries of its arch, its checks (may skip)."""
+    vm.qemu(row.arch)
+    kernel = kernel_of(row)
+    built = binaries(row.arch, base)
     files: dict[str, Path | bytes] = {
         "bin/lab3": built.lab3, "bin/execsnoop": built.execsnoop, "bin/equiv": built.equiv,
         EQUIV_OBJECT: built.object, "bin/vmparent": PARENT_SCRIPT.encode(),
         f"bin/{PROBE}": PROBE_SCRIPT.encode()}
     if kernel.btf:
         files["btf/kernel.btf"] = kernel.btf
-    guest = vm.Guest(arch=row.arch, kernel=kernel.image, checks=checks_for(row, kernel),
-                     files=files, hide_btf=row.kind != "native")
-    _attempted[row.id] = ""
-    boot = vm.boot(guest, base / "boots", row.id)
-    result = RowBoot(row=row, kernel=kernel, key=key_of(row, kernel), boot=boot,
-                     carried=archives(base).carried[row.arch])
+    _prepared[row.id] = (kernel, archives(base).carried[row.arch])
+    return vm.Guest(arch=row.arch, kernel=kernel.image, checks=checks_for(row, kernel),
+                    files=files, hide_btf=row.kind != "native")
+
+
+def start_boots(rows: list[Row], base: Path) -> None:
+    """Build everything first, then boot every row at once, GOBTFGEN_VM_JOBS (default: the
+    number of CPUs) guests at a time: a TCG guest keeps one core busy, and the boots are most of
+    the stage's time."""
+    guests: dict[str, vm.Guest] = {}
+    for row in rows:
+        try:
+            guests[row.id] = prepare(row, base)
+        except pytest.skip.Exception as skipped:
+            _attempted[row.id] = str(skipped.msg)
+    for guest in {g.arch: g for g in guests.values()}.values():
+        vm.accel_for(guest.arch, guest.kernel, base / "boots")  # probed once, before the pool
+    jobs = int(os.environ.get("GOBTFGEN_VM_JOBS") or os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="vm")
+    _pool.append(pool)
+    for row_id, guest in guests.items():
+        _attempted[row_id] = ""
+        _running[row_id] = pool.submit(vm.boot, guest, base / "boots", row_id)
+
+
+def booted(row: Row, request: pytest.FixtureRequest) -> RowBoot:
+    if row.id in _boots:
+        return _boots[row.id]
+    factory: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
+    base = factory.getbasetemp() / "vm-matrix"
+    base.mkdir(exist_ok=True)
+    if row.id not in _running and row.id not in _attempted:
+        rows = [r for r in wanted_rows(request.session)
+                if r.id not in _running and r.id not in _attempted]
+        start_boots(rows if row in rows else [row], base)
+    if row.id not in _running:
+        pytest.skip(reason=_attempted[row.id])
+    boot = _running[row.id].result()
+    kernel, carried = _prepared[row.id]
+    result = RowBoot(row=row, kernel=kernel, key=key_of(row, kernel), boot=boot, carried=carried)
     _boots[row.id] = result
     return result
 
@@ -415,8 +458,8 @@ ids = [row.id for row in ROWS]
 
 
 @pytest.mark.parametrize("row", ROWS, ids=ids)
-def test_lab3_in_guest(row: Row, tmp_path_factory: pytest.TempPathFactory) -> None:
-    rb = booted(row, tmp_path_factory)
+def test_lab3_in_guest(row: Row, request: pytest.FixtureRequest) -> None:
+    rb = booted(row, request)
     trace = assert_traced(rb, "lab3", expected_btf(rb))
     if row.kind == "native":
         assert not any("skipped" in line for line in trace.stderr), rb.boot.describe("lab3")
@@ -428,16 +471,16 @@ def test_lab3_in_guest(row: Row, tmp_path_factory: pytest.TempPathFactory) -> No
 
 
 @pytest.mark.parametrize("row", ROWS, ids=ids)
-def test_libbpf_in_guest(row: Row, tmp_path_factory: pytest.TempPathFactory) -> None:
-    rb = booted(row, tmp_path_factory)
+def test_libbpf_in_guest(row: Row, request: pytest.FixtureRequest) -> None:
+    rb = booted(row, request)
     _record(rb, "libbpf", assert_traced(rb, "libbpf", expected_btf(rb)))
 
 
 @pytest.mark.parametrize("row", ROWS, ids=ids)
-def test_relocations_equal_in_guest(row: Row, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_relocations_equal_in_guest(row: Row, request: pytest.FixtureRequest) -> None:
     """lab3's programs, loaded by this kernel with its full BTF and with the minimized BTF of the
     payload, hold the same instructions after loading."""
-    rb = booted(row, tmp_path_factory)
+    rb = booted(row, request)
     result = rb.boot["equiv"]
     where = rb.boot.describe("equiv")
     assert result.status == 0, where
@@ -459,8 +502,8 @@ def test_relocations_equal_in_guest(row: Row, tmp_path_factory: pytest.TempPathF
 @pytest.mark.parametrize("arch", sorted(NATIVE))
 @pytest.mark.parametrize("tool", ["lab3", "libbpf"])
 def test_payload_without_this_kernel_fails_clearly(
-        arch: str, tool: str, tmp_path_factory: pytest.TempPathFactory) -> None:
-    rb = booted(NATIVE[arch], tmp_path_factory)
+        arch: str, tool: str, request: pytest.FixtureRequest) -> None:
+    rb = booted(NATIVE[arch], request)
     assert rb.boot["hide"].output.strip() == "0", rb.boot.describe("hide")
     result = rb.boot[f"{tool}-missing"]
     where = rb.boot.describe(f"{tool}-missing")
@@ -475,9 +518,8 @@ def test_payload_without_this_kernel_fails_clearly(
 
 @pytest.mark.parametrize("arch", sorted(NATIVE))
 @pytest.mark.parametrize("tool", ["lab3", "libbpf"])
-def test_override_variable_in_guest(arch: str, tool: str,
-                                    tmp_path_factory: pytest.TempPathFactory) -> None:
-    rb = booted(NATIVE[arch], tmp_path_factory)
+def test_override_variable_in_guest(arch: str, tool: str, request: pytest.FixtureRequest) -> None:
+    rb = booted(NATIVE[arch], request)
     assert_traced(rb, f"{tool}-override", "btf: override /tmp/kernel.btf")
 
 
@@ -500,6 +542,8 @@ def _record(rb: RowBoot, tool: str, trace: Trace) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def _write_tested_on() -> Iterator[None]:
     yield
+    for pool in _pool:
+        pool.shutdown(cancel_futures=True)
     if set(_attempted) != {row.id for row in ROWS} or not _boots:
         return  # a partial run (-k) leaves the committed table as it is
     lines = ["# Tested on",

@@ -336,6 +336,7 @@ def accel_for(arch: str, kernel: Path, workdir: Path) -> str:
         return _accel[arch]
     _accel[arch] = "tcg"
     if arch == host_arch() and os.access("/dev/kvm", os.R_OK | os.W_OK):
+        workdir.mkdir(parents=True, exist_ok=True)
         probe = Guest(arch=arch, kernel=kernel, checks=[], hide_btf=False)
         initrd = make_initramfs(probe, workdir / "kvm-probe.cpio")
         try:
