@@ -58,8 +58,9 @@ def register(sub: Any) -> None:
         metavar="N", help="kernels minimized in parallel")
     add_minimizer_flags(p)
     add(p, "--lang", env="GOBTFGEN_LANG", default="go", choices=list(targets.LANGS),
-        help="the runtime to generate: go (btfgen*.go, GetBTFSpec) or c (btfgen.c and "
-             "btfgen.h, ensure_core_btf() for libbpf programs)")
+        help="the runtime to generate: go (btfgen*.go, GetBTFSpec), c (btfgen.c and "
+             "btfgen.h, ensure_core_btf() for libbpf programs) or rust (btfgen.rs, find_btf() "
+             "for aya and libbpf-rs programs)")
     add(p, "--format", env="GOBTFGEN_FORMAT", default="source", dest="formats",
         metavar="LIST",
         help="comma-separated outputs: source (the --lang code with the payload), tar.gz "

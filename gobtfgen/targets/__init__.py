@@ -9,6 +9,7 @@ adding a module here, its templates in templates/, and a line in TARGETS.
 |---------|------------------------------------------------|-------------------|
 | go      | btfgen*.go + btfgen_<arch>.payload             | targets/go.py     |
 | c       | btfgen.c, btfgen.h, btfgen_payload_<arch>.h    | targets/c.py      |
+| rust    | btfgen.rs + btfgen_<arch>.payload              | targets/rust.py   |
 | tar.gz  | min_core_btfs.tar.gz                           | targets/targz.py  |
 | ld      | min_core_btfs.tar.gz + min_core_btfs_tar.o     | targets/ld.py     |
 """
@@ -64,14 +65,14 @@ class Target:
 
 
 def _targets() -> dict[str, Target]:
-    from gobtfgen.targets import c, go, ld, targz
+    from gobtfgen.targets import c, go, ld, rust, targz
 
-    return {t.name: t for t in (go.TARGET, c.TARGET, targz.TARGET, ld.TARGET)}
+    return {t.name: t for t in (go.TARGET, c.TARGET, rust.TARGET, targz.TARGET, ld.TARGET)}
 
 
 TARGETS: Mapping[str, Target] = _targets()
 # Targets that are a runtime in a language (--lang); the others are formats (--format).
-LANGS = ("go", "c")
+LANGS = ("go", "c", "rust")
 FORMATS = ("source", "tar.gz", "ld")
 
 
