@@ -24,6 +24,9 @@ from gobtfgen.keys import ARCHES
 __all__ = ["ARCHES", "Kernel", "scan_archive", "read_kernel_btf"]
 
 SUFFIX = ".btf.tar.xz"
+# Beside <release>.btf in a file gobtfgen merged module BTF into: which ids came from which
+# module (gobtfgen.btf.split.Merged.sidecar), for libbpf's vmlinux-first candidate order.
+MODULES_SUFFIX = ".modules.json"
 # The largest kernel BTF seen is ~27 MB (560k types); xz input past this is an xz bomb or not
 # a kernel BTF, and we stop inflating instead of exhausting memory.
 MAX_TAR_BYTES = 256 << 20

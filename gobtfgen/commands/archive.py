@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import lzma
 import os
 import tarfile
@@ -12,8 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gobtfgen import hostinfo, kernelimage, keys
-from gobtfgen.archive import SUFFIX, read_kernel_btf
+from gobtfgen import hostinfo, kernelimage, keys, modules
+from gobtfgen.archive import MODULES_SUFFIX, SUFFIX, read_kernel_btf
+from gobtfgen.btf import split
 from gobtfgen.errors import InputError, UsageError
 from gobtfgen.kernelimage import Source
 from gobtfgen.options import add
@@ -65,6 +67,13 @@ def register(sub: Any) -> None:
                                      "this kernel's when adding /sys/kernel/btf/vmlinux)")
     add(a, "--host-root", env="HOST_ROOT", default="/", metavar="DIR",
         help="where this host's os-release is found (in a container: the host's /)")
+    a.add_argument("--modules", nargs="?", const="", default=None, metavar="NAME,...",
+                   help="merge kernel modules' BTF after vmlinux's (all modules, or the named "
+                        "ones): the loaded modules' /sys/kernel/btf/<module> when adding this "
+                        "kernel, a .deb's lib/modules when --from is one, else --modules-from's")
+    a.add_argument("--modules-from", type=Path, metavar="PATH",
+                   help="a kernel .deb or a directory of .ko files (.ko.xz, .ko.zst, .ko.gz "
+                        "too) whose modules' .BTF to merge (implies --modules)")
     a.add_argument("--force", action="store_true",
                    help="replace an existing file that holds different BTF")
     a.set_defaults(func=run)
@@ -80,15 +89,20 @@ def read_source(path: Path) -> Source:
     return kernelimage.read(data, path)
 
 
-def tar_xz(release: str, btf: bytes) -> bytes:
-    """A btfhub-style .btf.tar.xz holding `<release>.btf`; same input, same bytes."""
+def tar_xz(release: str, btf: bytes, *, modules: bytes | None = None) -> bytes:
+    """A btfhub-style .btf.tar.xz holding `<release>.btf` (and, for merged module BTF, which
+    ids came from which module as `<release>.modules.json`); same input, same bytes."""
     buf = io.BytesIO()
+    members = [(f"{release}.btf", btf)]
+    if modules is not None:
+        members.append((f"{release}{MODULES_SUFFIX}", modules))
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        info = tarfile.TarInfo(f"{release}.btf")
-        info.size, info.mode, info.mtime = len(btf), 0o644, 0
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        tar.addfile(info, io.BytesIO(btf))
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
     return lzma.compress(buf.getvalue(), format=lzma.FORMAT_XZ, preset=_XZ_PRESET)
 
 
@@ -150,10 +164,26 @@ def run(args: argparse.Namespace) -> int:
     key = keys.format_key(_key_part("--id", keys.ascii_lower(os_id)),
                           _key_part("--version", version), arch, _key_part("--release", release))
 
+    btf, sidecar, what = source.btf, None, f"{source.kind} {args.source}"
+    mods = _modules(args, source, live, release)
+    if mods is not None:
+        if not mods:
+            raise InputError(f"{args.modules_from or args.source}: no module with BTF to merge; "
+                             "drop --modules or name a place that has some")
+        try:
+            merged = split.merge(btf, [(m.where, m.btf) for m in mods])
+        except split.SplitError as exc:
+            raise InputError(str(exc)) from None
+        # The merge names modules by file (for its errors); the record names them by module.
+        merged.modules = {m.name: merged.modules[m.where] for m in mods}
+        btf = merged.btf
+        sidecar = json.dumps(merged.sidecar(), sort_keys=True).encode()
+        shown = ", ".join(m.name for m in mods[:4]) + (", ..." if len(mods) > 4 else "")
+        what += f" + {len(mods)} module{'s' if len(mods) != 1 else ''} ({shown})"
     dest = args.archive / keys.parse_key(key)[0] / version / arch / f"{release}{SUFFIX}"
     if dest.exists():
         try:
-            same = read_kernel_btf(dest) == source.btf
+            same = read_kernel_btf(dest) == btf
         except InputError:
             same = False
         if same:
@@ -162,8 +192,43 @@ def run(args: argparse.Namespace) -> int:
         if not args.force:
             raise InputError(f"{dest} exists and holds different BTF; pass --force to replace "
                              "it, or another --id/--version/--release")
-    write_atomic(dest, tar_xz(release, source.btf))
+    write_atomic(dest, tar_xz(release, btf, modules=sidecar))
     read_kernel_btf(dest)  # what generate will read must read back
-    print(f"{key}: added {len(source.btf)} bytes of BTF ({source.kind} {args.source}) as {dest}")
+    print(f"{key}: added {len(btf)} bytes of BTF ({what}) as {dest}")
     print("run gobtfgen generate to embed it")
     return 0
+
+
+def _modules(args: argparse.Namespace, source: Source, live: bool,
+             release: str) -> list[modules.ModuleBTF] | None:
+    """The modules --modules / --modules-from ask for, or None when neither is given."""
+    if args.modules is None and args.modules_from is None:
+        return None
+    wanted = modules.parse_names(args.modules or None)
+    where: Path | None = args.modules_from
+    if where is None:
+        if live:
+            return modules.from_sysfs(Path(hostinfo.NATIVE_BTF).parent, wanted)
+        if source.package:
+            where = args.source
+        else:
+            raise UsageError(f"--modules: {args.source} ({source.kind}) holds no modules; pass "
+                             "--modules-from with the kernel's .deb or a directory of its .ko "
+                             "files")
+    if where.is_dir():
+        return modules.from_dir(where, wanted, release)
+    if where.is_file() and _starts_with(where, b"!<arch>\n"):
+        return modules.from_deb(where, wanted, release)
+    if not where.exists():
+        raise InputError(f"{where}: no such file or directory; pass a kernel .deb or a "
+                         "directory of .ko files")
+    raise InputError(f"{where}: not a .deb or a directory; pass a kernel .deb or a directory "
+                     "of .ko files")
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror}); check the path") from None
