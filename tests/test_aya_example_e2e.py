@@ -135,3 +135,15 @@ def test_no_matching_kernel_fails_clearly(tmp_path_factory: pytest.TempPathFacto
     for part in (distro, arch, release, key, f"all {carried} {arch} kernels",
                  "gobtfgen archive add", "BTFGEN_BTF_FILE"):
         assert part in proc.stderr, (part, proc.stderr)
+
+
+def test_example_is_rustfmt_and_clippy_clean(main_build: Path) -> None:
+    rustfmt = shutil.which("rustfmt", path=cargo.env()["PATH"])
+    if rustfmt is None:
+        pytest.skip(reason="rustfmt is missing; rustup component add rustfmt")
+    # The generated btfgen.rs comes along (main.rs includes it): both as committed/generated.
+    proc = subprocess.run([rustfmt, "--edition", "2021", "--check", "src/main.rs"],
+                          cwd=main_build, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    clippy = cargo.cargo(main_build, "clippy", "--release", "--", "-D", "warnings")
+    assert "warning:" not in clippy.stderr, clippy.stderr

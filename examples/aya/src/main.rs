@@ -69,8 +69,9 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, String> {
             }
             "timeout" => {
                 let v = value()?;
-                let d = parse_duration(&v)
-                    .ok_or(format!("invalid value {v:?} for flag -timeout: use 30s, 2m, 1h"))?;
+                let d = parse_duration(&v).ok_or(format!(
+                    "invalid value {v:?} for flag -timeout: use 30s, 2m, 1h"
+                ))?;
                 opts.timeout = (!d.is_zero()).then_some(d);
             }
             "embedded-btf" => opts.embedded_btf = inline.as_deref() != Some("false"),
@@ -94,7 +95,9 @@ fn parse_duration(text: &str) -> Option<Duration> {
         let digits = rest.find(|c: char| !c.is_ascii_digit())?;
         let n: u64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         total += match &rest[..unit] {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
@@ -183,7 +186,10 @@ fn attach(ebpf: &mut Ebpf, native_btf: bool) -> Result<(), String> {
         prog.load()
             .map_err(|e| format!("load {name}: {}", detail(&e)))?;
         prog.attach("syscalls", tracepoint).map_err(|e| {
-            format!("attach tracepoint syscalls/{tracepoint}: {e}{}", tracefs_hint())
+            format!(
+                "attach tracepoint syscalls/{tracepoint}: {e}{}",
+                tracefs_hint()
+            )
         })?;
     }
     let prog: &mut RawTracePoint = program(ebpf, "raw_tracepoint_sched_process_exec")?;
@@ -250,9 +256,12 @@ fn detail(error: &dyn std::error::Error) -> String {
 
 /// How to fix the usual reason tracepoints cannot attach: tracefs not mounted.
 fn tracefs_hint() -> &'static str {
-    let mounted = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
-        .iter()
-        .any(|d| std::path::Path::new(d).exists());
+    let mounted = [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .iter()
+    .any(|d| std::path::Path::new(d).exists());
     if mounted {
         ""
     } else {
@@ -261,7 +270,9 @@ fn tracefs_hint() -> &'static str {
 }
 
 fn trace(ebpf: &mut Ebpf, opts: &Options) -> Result<(), String> {
-    let map = ebpf.take_map("events").ok_or("BPF object has no map events")?;
+    let map = ebpf
+        .take_map("events")
+        .ok_or("BPF object has no map events")?;
     let mut events = PerfEventArray::try_from(map).map_err(|e| format!("map events: {e}"))?;
     let cpus = online_cpus().map_err(|(path, e)| format!("read {path}: {e}"))?;
     let mut buffers = Vec::new();
@@ -277,8 +288,12 @@ fn trace(ebpf: &mut Ebpf, opts: &Options) -> Result<(), String> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if !opts.json {
-        writeln!(out, "{:<8} {:<8} {:<6} {:<16} FILENAME", "PID", "PPID", "UID", "COMM")
-            .map_err(|e| format!("write: {e}"))?;
+        writeln!(
+            out,
+            "{:<8} {:<8} {:<6} {:<16} FILENAME",
+            "PID", "PPID", "UID", "COMM"
+        )
+        .map_err(|e| format!("write: {e}"))?;
     }
     let deadline = opts.timeout.map(|t| Instant::now() + t);
     let mut seen = 0u64;
