@@ -517,8 +517,9 @@ def _compact(groups: Sequence[Group]) -> list[str]:
         progs = sorted({f"{g.failure.program} ({g.failure.object})" for g in gs})
         what = ", ".join(f"`{t}`" for t in targets[:3]) + (
             f" and {len(targets) - 3} more" if len(targets) > 3 else "")
-        verb = ("refused by libbpf (the program will not load)" if status == "refused"
-                else "missing, unguarded (the load is poisoned)")
+        reasons = sorted({g.failure.detail.split(":")[0] for g in gs if g.failure.detail})
+        verb = (f"refused by libbpf ({', '.join(reasons) or 'error'}: the program will not load)"
+                if status == "refused" else "missing, unguarded (the load is poisoned)")
         lines.append(f"FAIL {len(kernels)} kernel{'s' if len(kernels) != 1 else ''}: {what} "
                      f"{verb}, in {', '.join(progs[:3])}"
                      + (f" and {len(progs) - 3} more programs" if len(progs) > 3 else ""))
@@ -551,7 +552,9 @@ def format_human(reports: Sequence[KernelReport], objects: Sequence[ParsedObject
     bad = failing_kernels(reports)
     last = (f"{len(checked) - len(bad)} of {len(checked)} kernels run every program correctly "
             "(guarded failures count as correct)")
-    if bad:
+    if len(bad) == len(checked) > 1 and not verbose:
+        last += f"; all {len(bad)} have an unguarded failure above"
+    elif bad:
         last += f"; {len(bad)} do not: " + (", ".join(bad) if verbose else fold_kernels(bad))
     lines.append(last)
     return "\n".join(lines) + "\n"

@@ -147,7 +147,9 @@ def test_synthetic_kernel_refused_and_missing(tmp_path: Path,
     assert checker.has_unguarded(groups)
     text = checker.format_human([report], [obj], verbose=True)
     assert "libbpf refuses the relocation: the program will not load" in text
-    assert "refused by libbpf (the program will not load)" in checker.format_human([report], [obj])
+    compact = checker.format_human([report], [obj])
+    assert "refused by libbpf (ambiguity: the program will not load)" in compact
+    assert compact.splitlines()[-1].endswith("; 1 do not: synthetic/1/x86_64/1.0")
 
 
 def test_unreadable_kernel_is_reported_not_fatal(tmp_path: Path, bpf_objects: dict[str, Path],
