@@ -30,8 +30,9 @@ def main_build(tmp_path_factory: pytest.TempPathFactory) -> lab3build.Build:
 
 def test_embedded_btf_reports_known_process(main_build: lab3build.Build, tracefs: None,
                                             probe: Path) -> None:
-    tracer = Tracer(main_build.binary, "-embedded-btf", "-json", "-count", str(COUNT),
-                    "-timeout", "90s")
+    # The double-dash spellings the C and Rust examples share (Go's flag package takes both).
+    tracer = Tracer(main_build.binary, "--embedded-btf", "--json", "--count", str(COUNT),
+                    "--timeout", "90s")
     try:
         stderr = tracer.stderr_until("tracing execve", timeout=60)
         assert f"btf: embedded {lab3build.host_key()}" in stderr, stderr
