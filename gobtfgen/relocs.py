@@ -828,11 +828,15 @@ def wanted_names(objects: Iterable[ParsedObject]) -> frozenset[str]:
 
 
 def evaluate_object(obj: ParsedObject, tb: BTF,
-                    traces: dict[tuple[str, int], list[tuple[int, bool, str]]] | None = None
-                    ) -> Iterator[Outcome]:
+                    traces: dict[tuple[str, int], list[tuple[int, bool, str]]] | None = None,
+                    *, module_start: int | None = None) -> Iterator[Outcome]:
     """Every relocation of one object against one target, with libbpf's per-object cache.
 
     `traces`, when given, collects calc_relo_insn's per-candidate trace by (section, index).
+    `module_start`: tb is vmlinux BTF with module types merged from this id on (see
+    gobtfgen.btf.split), resolved as libbpf does on a running kernel (bpf_core_find_cands):
+    vmlinux's candidates, and module candidates only when vmlinux has none. Without it every
+    candidate is in the one spec (cilium/ebpf's KernelTypes, libbpf's btf_custom_path).
     """
     cache: dict[int, list[int]] = {}
     lb = obj.btf
@@ -842,6 +846,9 @@ def evaluate_object(obj: ParsedObject, tb: BTF,
             cands = cache.get(relo.type_id)
             if cands is None:
                 cands = find_candidates(lb, relo.type_id, tb)
+                if module_start is not None:
+                    vmlinux = [c for c in cands if c < module_start]
+                    cands = vmlinux or cands
                 cache[relo.type_id] = cands
         trace: list[tuple[int, bool, str]] | None = None
         if traces is not None:

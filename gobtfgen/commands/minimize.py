@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gobtfgen import tools
+from gobtfgen import modules, tools
 from gobtfgen.archive import SUFFIX, check_btf, read_kernel_btf
-from gobtfgen.btf import BTFWriter
+from gobtfgen.btf import BTFWriter, split
 from gobtfgen.cache import atomic_write
 from gobtfgen.commands.generate import add_minimizer_flags
 from gobtfgen.errors import InputError, UsageError
@@ -46,14 +46,20 @@ def register(sub: Any) -> None:
     g.add_argument("-d", "--debug", action="store_true", help="as gobtfgen -v")
     for short, long in _BPFTOOL_NOOP_FLAGS:
         g.add_argument(short, long, action="store_true", help=argparse.SUPPRESS)
-    g.add_argument("-B", "--base-btf", metavar="FILE", help=argparse.SUPPRESS)
+    # bpftool's -B names the base of split BTF, but its min_core_btf cannot minimize split
+    # BTF; here INPUT is then a module's split BTF (raw, /sys/kernel/btf/<module>, or a .ko),
+    # merged after its base as `archive add --modules` does, and the merged BTF minimized.
+    p.add_argument("-B", "--base", "--base-btf", dest="base_btf", metavar="VMLINUX",
+                   help="INPUT is split BTF (a module's: raw, /sys/kernel/btf/<module> or a "
+                        ".ko) against this vmlinux BTF (raw or .btf.tar.xz); the output holds "
+                        "the types of both the objects need")
     p.set_defaults(func=run)
 
 
 _BPFTOOL_NOOP_FLAGS = (("-j", "--json"), ("-p", "--pretty"), ("-l", "--legacy"),
                        ("-L", "--use-loader"), ("-m", "--mapcompat"), ("-n", "--nomount"),
                        ("-f", "--bpffs"))
-_VALUE_OPTIONS = frozenset({"--minimizer", "--bpftool", "-B", "--base-btf"})
+_VALUE_OPTIONS = frozenset({"--minimizer", "--bpftool", "-B", "--base", "--base-btf"})
 
 
 def bpftool_order(argv: Sequence[str]) -> list[str]:
@@ -115,7 +121,11 @@ def run(args: argparse.Namespace) -> int:
     objects = [obj.path for obj in parsed]
     minimizer = get_minimizer(args.minimizer, bpftool=args.bpftool)
     with tempfile.TemporaryDirectory(prefix="gobtfgen-") as tmp:
-        if source.name.endswith(SUFFIX):
+        if args.base_btf is not None:
+            raw = Path(tmp) / "merged.btf"
+            btf = _merge_split(Path(args.base_btf), source)
+            raw.write_bytes(btf)
+        elif source.name.endswith(SUFFIX):
             raw = Path(tmp) / "kernel.btf"
             btf = read_kernel_btf(source)
             raw.write_bytes(btf)
@@ -140,3 +150,24 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(f"{source}: {exc}") from None
     atomic_write(Path(args.output), out)
     return 0
+
+
+def _merge_split(base_path: Path, source: Path) -> bytes:
+    """The base's BTF with the split BTF in source merged after it (source: raw split BTF or a
+    module .ko)."""
+    if not base_path.is_file():
+        raise UsageError(f"{base_path}: no such base BTF file; pass the vmlinux BTF the module "
+                         "was built against (/sys/kernel/btf/vmlinux, a .btf or .btf.tar.xz)")
+    base = (read_kernel_btf(base_path) if base_path.name.endswith(SUFFIX)
+            else base_path.read_bytes())
+    check_btf(base, what=base_path, fix=_FIX_KERNEL)
+    data = source.read_bytes()
+    blob = modules.ko_btf(data, str(source), None) if data[:4] == b"\x7fELF" \
+        or modules.module_name(source.name) else data
+    if blob is None:
+        raise InputError(f"{source}: the module has no .BTF section; build it with "
+                         "CONFIG_DEBUG_INFO_BTF_MODULES=y")
+    try:
+        return split.merge(base, [(str(source), blob)]).btf
+    except split.SplitError as exc:
+        raise InputError(f"{exc} (-B {base_path})") from None

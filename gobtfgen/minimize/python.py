@@ -463,11 +463,23 @@ def open_kernel(data: bytes | memoryview, objects: Sequence[ParsedObject], *,
     return BTF(data, wanted=wanted_names(objects), index=index)  # adds `long` and its aliases
 
 
-def mark(kernel: BTF, objects: Sequence[ParsedObject], *, compat: bool
-         ) -> tuple[_Marks, list[list[Outcome]]]:
-    """Mark what every relocation needs; also return the outcomes against the full BTF."""
+def mark(kernel: BTF, objects: Sequence[ParsedObject], *, compat: bool,
+         module_start: int | None = None) -> tuple[_Marks, list[list[Outcome]]]:
+    """Mark what every relocation needs; also return the outcomes against the full BTF.
+
+    module_start: the kernel is vmlinux BTF with module types merged from this id on (known
+    when gobtfgen merged it); then what libbpf's order on a running kernel matches (vmlinux
+    candidates first, modules only when vmlinux has none) is marked too, so the output answers
+    both ways as the full BTF does.
+    """
     marks = _Marks(kernel, compat=compat)
     outcomes: list[list[Outcome]] = []
+    if module_start is not None and not compat:
+        for obj in objects:
+            for out in evaluate_object(obj, kernel, module_start=module_start):
+                if out.local is not None:
+                    for spec in out.matches:
+                        marks.record(out.relo.kind, spec)
     for obj in objects:
         outs = list(evaluate_object(obj, kernel))
         outcomes.append(outs)
@@ -598,6 +610,20 @@ def minimize_btf(kernel_data: bytes | memoryview, objects: Sequence[ParsedObject
         raise MinimizeError(f"kernel BTF: {exc}") from None
     except IndexError:
         raise MinimizeError("kernel BTF: a type refers to a type id past the end") from None
+
+
+def minimize_merged(kernel_data: bytes, objects: Sequence[ParsedObject], module_start: int
+                    ) -> tuple[bytes, int]:
+    """The minimized BTF of a vmlinux BTF with module types merged from id module_start on
+    (gobtfgen.btf.split), and where the module types start in it: marked types keep their id
+    order, so the vmlinux ones come first."""
+    kernel = open_kernel(kernel_data, objects)
+    marks, _ = mark(kernel, objects, compat=False, module_start=module_start)
+    out = marks.write()
+    order = sorted(marks.types)
+    rep = marks._representatives(order)
+    kept_below = sum(1 for tid in order if rep[tid] == tid and tid < module_start)
+    return out, kept_below + 1
 
 
 class _PythonMinimizer(Minimizer):
