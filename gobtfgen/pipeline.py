@@ -426,6 +426,36 @@ def render_makefile(options: GenerateOptions, p: Plan) -> str:
         manifest=MANIFEST, args_file=MAKEFILE_ARGS)
 
 
+def _foreign_arch_notes(p: Plan) -> list[Problem]:
+    """Generic objects whose pt_regs reads say they were built for one arch (an x86 kprobe
+    reading `di`): their BTF is embedded for the other arch's kernels too, where those
+    relocations fail by construction. Said after the fast path, so unchanged runs cost
+    nothing; the note is kept in the run record with the other problems."""
+    from gobtfgen import checker
+    from gobtfgen.btf.ext import ObjectError, parse_object
+
+    notes = []
+    for obj in p.objects:
+        if obj.target is not None:
+            continue  # a bpf2go name already says which arch it is for
+        try:
+            built_for = checker.target_arch(parse_object(obj.path))
+        except (ObjectError, OSError):
+            continue
+        others = sorted({k.arch for k in p.kernels if k.arch != built_for
+                         and obj in p.objects_by_arch.get(k.arch, ())})
+        if built_for is None or not others:
+            continue
+        count = sum(1 for k in p.kernels if k.arch in others)
+        notes.append(Problem(
+            level=Level.NOTE, subject=str(obj.path),
+            message=f"reads {built_for} registers of pt_regs (built for {built_for}): those "
+                    f"reads fail on the {count} {'/'.join(others)} kernel(s) whatever BTF is "
+                    f"embedded; build one object per arch (bpf2go -target amd64,arm64) or "
+                    f"pass --arch {built_for}"))
+    return notes
+
+
 def go_generate_line(options: GenerateOptions, p: Plan) -> str:
     """The //go:generate line that repeats this generation from the package directory
     (go generate runs there and sets $GOPACKAGE, so --pkg and --output-dir are left out)."""
@@ -618,6 +648,7 @@ def _build(options: GenerateOptions) -> Outcome:
         if not objs and any(k.arch == arch for k in p.kernels):
             problems.append(Problem(level=Level.NOTE, subject=arch,
                                     message="no BPF object targets this arch: its kernels skipped"))
+    problems += _foreign_arch_notes(p)
     usable = [r for r in results if r.btf]
     if not usable:
         reasons = sorted({r.message or r.status for r in results})[:3]
