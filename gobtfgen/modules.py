@@ -68,11 +68,18 @@ def ko_btf(data: bytes, where: str, release: str | None) -> bytes | None:
     try:
         elf = ELFFile(io.BytesIO(data))
         sec = elf.get_section_by_name(".BTF")
+        distilled = elf.get_section_by_name(".BTF.base") is not None
         modinfo = elf.get_section_by_name(".modinfo")
         btf = bytes(sec.data()) if sec is not None else None
         info = bytes(modinfo.data()) if modinfo is not None else b""
     except (ELFError, ValueError, struct.error) as exc:
         raise InputError(f"{where}: not a kernel module ELF ({exc}); pass .ko files") from None
+    if distilled:
+        # pahole's distilled base (out-of-tree modules, 6.11+): the split BTF is against a
+        # minimal base of its own, to be relocated onto vmlinux's (libbpf's btf__relocate).
+        raise InputError(f"{where}: its BTF is split against a distilled base (.BTF.base), "
+                         "which gobtfgen does not relocate yet; rebuild the module against the "
+                         "kernel's vmlinux BTF (without --btf_features=distilled_base)")
     vermagic = _VERMAGIC.search(info)
     if release and vermagic and vermagic.group(1).decode() != release:
         raise InputError(f"{where}: built for kernel {vermagic.group(1).decode()}, not "

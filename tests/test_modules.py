@@ -9,6 +9,7 @@ import io
 import json
 import lzma
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -148,3 +149,34 @@ def test_running_kernel_loaded_modules(tmp_path: Path,
                     "test loads nf_conntrack in a Debian guest")
     assert add(tmp_path / "a", "--modules", "--force") == 0
     assert f"+ {len(loaded)} module" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("release", ["6.12.117+deb12-cloud-amd64",
+                                     "6.12.117+deb12-cloud-arm64"])
+def test_newer_kernels_both_arches(tmp_path: Path, release: str) -> None:
+    bpftool = shutil.which("bpftool")
+    if bpftool is None:
+        pytest.skip(reason="bpftool is missing; run scripts/setup")
+    pkg = _pkg(release)
+    assert add(tmp_path / "a", "--from", corpus.deb(pkg), "--modules", "nf_conntrack") == 0
+    (dest,) = (tmp_path / "a").rglob(f"{release}.btf.tar.xz")
+    raw = tmp_path / "merged.btf"
+    raw.write_bytes(read_kernel_btf(dest))
+    dump = subprocess.run([bpftool, "btf", "dump", "file", str(raw)], check=True,
+                          capture_output=True, text=True).stdout
+    assert dump.count("STRUCT 'nf_conntrack_net' size=136") == 1
+
+
+def test_distilled_base_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    objcopy = shutil.which("llvm-objcopy") or shutil.which("objcopy")
+    if objcopy is None:
+        pytest.skip(reason="llvm-objcopy is missing; apt-get install llvm (scripts/setup)")
+    nf = _netfilter(tmp_path)
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    blob = tmp_path / "base.btf"
+    blob.write_bytes(b"\x9f\xeb\x01\x00" + bytes(20))
+    subprocess.run([objcopy, "--add-section", f".BTF.base={blob}", str(nf / "nf_conntrack.ko"),
+                    str(mods / "nf_conntrack.ko")], check=True)
+    assert add(tmp_path / "a", "--from", corpus.deb(_pkg(RELEASE)), "--modules-from", mods) != 0
+    assert "split against a distilled base (.BTF.base)" in capsys.readouterr().err
