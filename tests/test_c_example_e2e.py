@@ -51,7 +51,7 @@ def _build(tmp: Path, name: str, *, host: bool) -> Path:
     _require_tools()
     env = lab3build.tool_env(tmp / "cache")
     archive = tmp / f"archive-{name}"
-    lab3build.make_archive(archive, env, host=host, sample=True)
+    lab3build.make_archive(archive, env, host=host, real=True)
     if not host and not any(archive.glob(f"*/*/{lab3build.host_arch()}/*.btf.tar.xz")):
         # No sample: a kernel that cannot be this one.
         lab3build.add_host_kernel(archive, env, "--id", "decoy", "--version", "1",
