@@ -3,10 +3,13 @@ package's .ko files in modules.dep order, read from each module's `depends=`), a
 on cilium/ebpf relocates a module-only type (struct nf_conntrack_net, tests/bpf/modcore.c) with
 the merged-and-minimized BTF gobtfgen generate embedded (vmlinux + nf_conntrack from
 `archive add --modules`) while /sys/kernel/btf is hidden; the same binary with /sys/kernel/btf
-visible (cilium/ebpf reads vmlinux and nf_conntrack's BTF itself) must report the same."""
+visible (cilium/ebpf reads vmlinux and nf_conntrack's BTF itself) must report the same. The
+guest's /sys/kernel/btf/nf_conntrack, merged as `archive add --modules` merges a running
+kernel's, gives the same BTF as the package's nf_conntrack.ko."""
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 from pathlib import Path
@@ -14,7 +17,9 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from gobtfgen import cli
+from gobtfgen import cli, kernelimage, modules
+from gobtfgen.archive import read_kernel_btf
+from gobtfgen.btf.split import merge
 from tests import corpus, gomod, vm
 from tests.bpfobjs import clang_or_skip
 
@@ -76,19 +81,40 @@ def test_module_type_relocated_in_a_guest(tmp_path: Path) -> None:
     files.update({f"mods/{i:02d}-{p.name}": p for i, p in enumerate(order)})
     script = ("for m in /mods/*.ko; do insmod $m || exit 1; done\n"
               "ls /sys/kernel/btf | grep -c nf_conntrack\n/bin/modvm")
-    checks = [vm.Check(name="modvm", script=script)]
+    # With BTF visible, the loaded module's split BTF as the kernel shows it, for the host to
+    # merge the way `archive add --modules` merges a running kernel's.
+    sysfs = vm.Check(name="sysfs", script="base64 /sys/kernel/btf/nf_conntrack")
     kernel = corpus.boot_image(pkg)
     results = {}
+    live = b""
     for hidden in (True, False):
+        checks = [vm.Check(name="modvm", script=script), *([] if hidden else [sysfs])]
         guest = vm.Guest(arch="x86_64", kernel=kernel, checks=checks, files=files,
                          hide_btf=hidden)
         boot = vm.boot(guest, tmp_path / ("hidden" if hidden else "native"))
         res = boot["modvm"]
         assert res.status == 0, boot.describe("modvm")
         results[hidden] = res.lines
+        if not hidden:
+            assert boot["sysfs"].status == 0, boot.describe("sysfs")
+            live = base64.b64decode("".join(boot["sysfs"].lines))
     hidden_line = next(line for line in results[True] if line.startswith("modvm "))
     native_line = next(line for line in results[False] if line.startswith("modvm "))
     assert hidden_line == f'modvm btf="embedded debian/12/x86_64/{RELEASE}" ret={EXPECTED}', \
         results[True]
     assert native_line == f'modvm btf="kernel" ret={EXPECTED}', results[False]
     assert "0" in results[True] and "1" in results[False]  # nf_conntrack's BTF: hidden, seen
+    # The running kernel's /sys/kernel/btf/nf_conntrack, merged as `archive add --modules` does
+    # on that kernel, gives the BTF the package's nf_conntrack.ko gave.
+    btf_dir = tmp_path / "sys-kernel-btf"
+    btf_dir.mkdir()
+    dest = archive / "debian/12/x86_64" / f"{RELEASE}.btf.tar.xz"
+    (btf_dir / "vmlinux").write_bytes(corpus_vmlinux(pkg))
+    (btf_dir / "nf_conntrack").write_bytes(live)
+    (found,) = modules.from_sysfs(btf_dir, None)
+    assert found.name == "nf_conntrack"
+    assert merge(corpus_vmlinux(pkg), [(found.name, found.btf)]).btf == read_kernel_btf(dest)
+
+
+def corpus_vmlinux(pkg: corpus.KernelPackage) -> bytes:
+    return kernelimage.read(corpus.deb(pkg).read_bytes(), corpus.deb(pkg)).btf
