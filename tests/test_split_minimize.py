@@ -175,8 +175,9 @@ def test_generate_and_check_a_merged_kernel(merged: tuple[Path, bytes, int], obj
                                             ) -> None:
     archive, _, _ = merged
     capsys.readouterr()
+    cache = ["--cache-dir", str(work / "cache")]
     assert cli.main(["check", "--archive", str(archive), "--object", str(obj), "--arch",
-                     "x86_64"]) == 0
+                     "x86_64", *cache]) == 0
     # The same kernel without its modules' BTF: the module-only reads fail, and check says so.
     plain = work / "plain"
     assert cli.main(["archive", "add", str(plain), "--from", str(work / "vmlinux.btf")
@@ -185,9 +186,9 @@ def test_generate_and_check_a_merged_kernel(merged: tuple[Path, bytes, int], obj
                      "--release", RELEASE]) == 0
     capsys.readouterr()
     assert cli.main(["check", "--archive", str(plain), "--object", str(obj), "--arch",
-                     "x86_64"]) == 1
+                     "x86_64", *cache]) == 1
     assert "nf_conntrack_net" in capsys.readouterr().out
     out = work / "gen"
     assert cli.main(["generate", "--archive", str(archive), "--object", str(obj), "--arch",
-                     "x86_64", "--output-dir", str(out), "--quiet"]) == 0
+                     "x86_64", "--output-dir", str(out), "--quiet", *cache]) == 0
     assert any(out.iterdir())

@@ -72,7 +72,7 @@ def test_module_type_relocated_in_a_guest(tmp_path: Path) -> None:
                     str(HERE / "bpf" / "modcore.c"), "-o", str(mod / "modcore.o")], check=True)
     assert cli.main(["generate", "--archive", str(archive), "--object", str(mod / "modcore.o"),
                      "--arch", "x86_64", "--output-dir", str(mod), "--pkg", "main",
-                     "--quiet"]) == 0
+                     "--quiet", "--cache-dir", str(tmp_path / "cache")]) == 0
     gomod.run_go(["build", "-o", "modvm", "."], cwd=mod,
                  env={"GOOS": "linux", "GOARCH": "amd64", "CGO_ENABLED": "0"})
     mods = corpus.modules_dir(pkg)
