@@ -49,5 +49,5 @@ def nobtf_kernel(arch: str) -> NoBTFKernel:
                          config=out / "config")
     if not (kernel.release and kernel.image.is_file() and kernel.btf.is_file()):
         pytest.skip(reason=f"the BTF-less {arch} test kernel is not built ({out} is absent); run "
-                    f"scripts/build-test-kernel {arch} (scripts/setup does it, ~5 min)")
+                    f"scripts/build-test-kernel {arch} (scripts/setup does it; ~20 CPU-min)")
     return kernel
