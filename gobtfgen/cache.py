@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -220,6 +221,20 @@ class Cache:
             yield
         finally:
             os.close(fd)
+
+    def _fullsum_path(self, kernel_sha: str) -> Path:
+        return self.root / "fullsum" / kernel_sha[:2] / kernel_sha
+
+    def get_fullsum(self, kernel_sha: str) -> str | None:
+        """The "<size>:<sha256>" of a kernel's full raw BTF, recorded when it was inflated."""
+        try:
+            text = self._fullsum_path(kernel_sha).read_text().strip()
+        except OSError:
+            return None
+        return text if re.fullmatch(r"[0-9]+:[0-9a-f]{64}", text) else None
+
+    def put_fullsum(self, kernel_sha: str, fullsum: str) -> None:
+        atomic_write(self._fullsum_path(kernel_sha), fullsum.encode())
 
     def put_min(self, key: str, btf: bytes) -> None:
         atomic_write(self.min_dir / key[:2] / f"{key}.btf", btf)

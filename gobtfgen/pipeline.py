@@ -89,6 +89,9 @@ class KernelResult:
     message: str | None = None
     kernel_sha: str | None = None
     stamp: list[object] | None = None  # the archive file's stat when its hash was computed
+    # "<size>:<sha256>" of the kernel's full raw BTF: the Go runtime's PreferEmbedded compares
+    # the running kernel's /sys/kernel/btf/vmlinux with it.
+    full_sum: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -256,8 +259,20 @@ def _minimize_kernel(task: Task) -> KernelResult:
             cached = cache.get_min(key)  # another worker may have just made it
             if cached is None:
                 return _compute(task, cache, minimizer, key, sha, data, stamp)
+    full_sum = cache.get_fullsum(sha)
+    if full_sum is None and cached.btf and cache.has_raw(sha):
+        # A cache entry older than the full-BTF checksums: its raw BTF gives the checksum.
+        with contextlib.suppress(OSError):
+            full_sum = fullsum_of(cache.raw_path(sha).read_bytes())
+            cache.put_fullsum(sha, full_sum)
     return KernelResult(kernel=kernel, status="cached" if cached.btf else "failed",
-                        btf=cached.btf, message=cached.error, kernel_sha=sha, stamp=stamp)
+                        btf=cached.btf, message=cached.error, kernel_sha=sha, stamp=stamp,
+                        full_sum=full_sum)
+
+
+def fullsum_of(raw: bytes) -> str:
+    """What PreferEmbedded compares a running kernel's BTF file with: "<size>:<sha256>"."""
+    return f"{len(raw)}:{hashlib.sha256(raw).hexdigest()}"
 
 
 def _compute(task: Task, cache: Cache, minimizer: Minimizer, key: str, sha: str,
@@ -274,6 +289,9 @@ def _compute(task: Task, cache: Cache, minimizer: Minimizer, key: str, sha: str,
             raw_path = spare = _store_raw(cache, sha, raw)
         out = minimizer.minimize(raw_path, task.objects, data=raw, index=cache.index_path(sha))
         check_btf(out, what=f"{minimizer.identity()} output for {kernel.key}")
+        full_sum: str | None = None
+        with contextlib.suppress(OSError):  # evicted meanwhile: only PreferEmbedded misses it
+            full_sum = fullsum_of(raw if raw is not None else raw_path.read_bytes())
     except (InputError, MinimizeError) as exc:
         # Remember deterministic failures so an unchanged re-run runs no minimizer; a minimizer
         # killed by a signal (Ctrl-C) is not the kernel's fault and is retried next time.
@@ -287,8 +305,11 @@ def _compute(task: Task, cache: Cache, minimizer: Minimizer, key: str, sha: str,
             with contextlib.suppress(OSError):
                 spare.unlink()
     with contextlib.suppress(OSError):
+        if full_sum:  # before the entry: a run that finds the entry finds its checksum too
+            cache.put_fullsum(sha, full_sum)
         cache.put_min(key, out)
-    return KernelResult(kernel=kernel, status="minimized", btf=out, kernel_sha=sha, stamp=stamp)
+    return KernelResult(kernel=kernel, status="minimized", btf=out, kernel_sha=sha, stamp=stamp,
+                        full_sum=full_sum)
 
 
 def _store_raw(cache: Cache, sha: str, raw: bytes) -> Path:
@@ -660,7 +681,9 @@ def _build(options: GenerateOptions) -> Outcome:
         entries = {r.kernel.key: r.btf for r in usable if r.kernel.arch == arch and r.btf}
         payloads[arch], stats[arch] = pack.pack(arch, entries)
     target_input = targets.TargetInput(options=target_options, payloads=payloads, stats=stats,
-                                       btfs={r.kernel.key: r.btf for r in usable if r.btf})
+                                       btfs={r.kernel.key: r.btf for r in usable if r.btf},
+                                       full_sums={r.kernel.key: r.full_sum for r in usable
+                                                  if r.full_sum})
     files = dict(prerendered)
     for target in selected:
         rendered = target.render(target_input)

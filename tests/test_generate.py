@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -187,6 +188,30 @@ def test_damaged_kernel_is_a_problem_not_a_crash(tmp_path: Path, probe_objects: 
     _, entries = pack.unpack((tmp_path / "out" / "btfgen_x86_64.payload").read_bytes())
     assert list(entries) == ["debian/12/x86_64/good"]
     assert generate(*args, "--strict") == 1
+
+
+def test_payload_records_the_full_btf_checksum(tmp_path: Path, probe_objects: dict[str, Path],
+                                               bpftool: str) -> None:
+    """The Go payload's trailer names the size and sha256 of each kernel's full BTF (what
+    BTFOptions.PreferEmbedded compares /sys/kernel/btf/vmlinux with), from a cold run and from
+    a run that takes every minimized BTF from the cache."""
+    from gobtfgen.targets import go
+
+    vmlinux = Path("/sys/kernel/btf/vmlinux")
+    if not vmlinux.exists():
+        pytest.skip(reason="needs /sys/kernel/btf/vmlinux as a real kernel BTF to minimize")
+    full = vmlinux.read_bytes()
+    archive = tmp_path / "archive"
+    add_kernel(archive, "debian/12/x86_64/one", full)
+    want = {"debian/12/x86_64/one": f"{len(full)}:{hashlib.sha256(full).hexdigest()}"}
+    for out in ("cold", "cached"):
+        assert generate("--archive", archive, "--object", probe_objects["base"], "--output-dir",
+                        tmp_path / out, "--cache-dir", tmp_path / "cache",
+                        "--bpftool", bpftool) == 0
+        payload = (tmp_path / out / "btfgen_x86_64.payload").read_bytes()
+        assert go.parse_fullsum_trailer(payload) == want, out
+        _, entries = pack.unpack(payload)  # the payload itself reads as before
+        assert list(entries) == list(want)
 
 
 def test_nothing_usable_writes_nothing(tmp_path: Path, probe_objects: dict[str, Path],

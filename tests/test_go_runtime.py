@@ -79,9 +79,15 @@ def build_module(dest: Path, ebpf_version: str) -> Path:
         # The Go runtime must find on this real host the key the Python side computes.
         arch_blobs[keys.parse_key(host_key)[2]][host_key] = tiny_btf(label(host_key))
     files: dict[str, str | bytes] = {}
+    # The "full BTF" every key's trailer checksum names (TestPreferEmbedded compares files
+    # with it): real BTF bytes, not parsed by the runtime, only streamed.
+    full = b"".join(tiny_btf(label(k)) for by_key in arch_blobs.values() for k in by_key)
+    files["testdata/full.btf"] = full
     for arch in render.ARCHES:
         payload, _ = pack(arch, arch_blobs.get(arch, {}))
-        files[go.payload_file(arch)] = payload
+        sums = {k: f"{len(full)}:{hashlib.sha256(full).hexdigest()}"
+                for k in arch_blobs.get(arch, {})}
+        files[go.payload_file(arch)] = payload + go.fullsum_trailer(arch, sums)
     files["testdata/lookup.json"] = VECTORS.read_text()
     files["testdata/blobs.json"] = json.dumps(
         {k: hashlib.sha256(b).hexdigest() for by_key in arch_blobs.values()
@@ -133,6 +139,8 @@ def test_go_tests_native_arch(module: Path) -> None:
     proc = run_go(["test", "-count=1", "-v", "./..."], cwd=module,
                   env={"BTFGEN_REAL_HOST_KEY": real_host_key() or ""})
     assert "--- PASS: TestVectors " in proc.stdout
+    assert "--- PASS: TestPreferEmbedded " in proc.stdout
+    assert "--- PASS: TestParseFullSumsRejectsDamage " in proc.stdout
     assert "--- FAIL" not in proc.stdout
     if real_host_key():
         assert "--- PASS: TestRealHost " in proc.stdout

@@ -36,6 +36,8 @@ class TargetInput:
     payloads: Mapping[str, bytes]  # btfhub arch -> packed payload (docs/payload-format.md)
     stats: Mapping[str, PackStats]  # btfhub arch -> what its payload holds
     btfs: Mapping[str, bytes]  # kernel key -> minimized BTF (for the archive formats)
+    # kernel key -> "<size>:<sha256>" of its full raw BTF (the Go runtime's PreferEmbedded)
+    full_sums: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

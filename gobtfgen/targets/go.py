@@ -6,6 +6,8 @@ the user's layout keeps it), btfgen_arch.go.j2, btfgen_others.go.j2."""
 from __future__ import annotations
 
 import re
+import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gobtfgen import render
@@ -84,9 +86,48 @@ def _static(options: TargetOptions) -> dict[str, bytes]:
     return {name: text.encode() for name, text in render_go_files(ctx).items()}
 
 
+FULLSUM_MAGIC = b"GBS1"
+
+
+def fullsum_trailer(arch: str, full_sums: Mapping[str, str]) -> bytes:
+    """The checksums of the full BTF of arch's kernels, appended to the Go payload for
+    BTFOptions.PreferEmbedded (docs/payload-format.md, "full-BTF trailer"). Readers of the
+    payload itself never look past its last chunk, so the payload stays version 1."""
+    body = bytearray()
+    n = 0
+    for key in sorted(full_sums):
+        if key.split("/")[2:3] != [arch]:
+            continue
+        size, digest = full_sums[key].split(":")
+        encoded = key.encode()
+        body += struct.pack("<H", len(encoded)) + encoded
+        body += struct.pack("<Q", int(size)) + bytes.fromhex(digest)
+        n += 1
+    if not n:
+        return b""
+    return bytes(body) + struct.pack("<II", n, len(body)) + FULLSUM_MAGIC
+
+
+def parse_fullsum_trailer(payload: bytes) -> dict[str, str]:
+    """fullsum_trailer read back: {key: "<size>:<sha256>"}, empty when there is none."""
+    if len(payload) < 12 or payload[-4:] != FULLSUM_MAGIC:
+        return {}
+    n, body_len = struct.unpack_from("<II", payload, len(payload) - 12)
+    pos, sums = len(payload) - 12 - body_len, {}
+    for _ in range(n):
+        (key_len,) = struct.unpack_from("<H", payload, pos)
+        key = payload[pos + 2:pos + 2 + key_len].decode()
+        pos += 2 + key_len
+        (size,) = struct.unpack_from("<Q", payload, pos)
+        sums[key] = f"{size}:{payload[pos + 8:pos + 40].hex()}"
+        pos += 40
+    return sums
+
+
 def _render(inp: TargetInput) -> Rendered:
     # Every arch gets a payload file, so every GOARCH's go:embed pattern finds its file.
-    return Rendered(files={payload_file(arch): inp.payloads[arch] for arch in ARCHES})
+    return Rendered(files={payload_file(arch): inp.payloads[arch]
+                           + fullsum_trailer(arch, inp.full_sums) for arch in ARCHES})
 
 
 TARGET = Target(name="go", templates=("btfgen.go.j2", "btfgen_arch.go.j2", "btfgen_others.go.j2"),

@@ -8,6 +8,7 @@ package tracer
 import (
 	"bytes"
 	"compress/flate"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -41,6 +42,15 @@ type BTFOptions struct {
 	// IgnoreNative skips the check for /sys/kernel/btf/vmlinux, so that the embedded BTF is
 	// used even on a kernel that has its own (for tests, or a command-line flag).
 	IgnoreNative bool
+	// PreferEmbedded uses the embedded minimized BTF even on a kernel that has its own, when
+	// that kernel is one the payload carries and its /sys/kernel/btf/vmlinux is byte-identical
+	// to the BTF the payload was minimized from (a size and sha256 kept at generate time,
+	// compared by streaming the file, never by parsing it). cilium/ebpf then relocates against
+	// a few kilobytes of types instead of parsing the kernel's megabytes (tens of MB of heap).
+	// Any difference, or a kernel the payload lacks, gives the kernel's own BTF as without it.
+	// It cannot stand in for the kernel's BTF where cilium/ebpf needs more than CO-RE types:
+	// module types, and fentry/fexit/tp_btf/lsm attach targets.
+	PreferEmbedded bool
 }
 
 // BTFResult is the BTF FindBTF picked and where it came from.
@@ -66,7 +76,8 @@ func (r BTFResult) String() string {
 //
 //  1. the file named by $MYTRACER_BTF_FILE (raw BTF or a vmlinux ELF), when set;
 //  2. the kernel's own BTF, when /sys/kernel/btf/vmlinux exists (Spec is nil), unless
-//     opts.IgnoreNative;
+//     opts.IgnoreNative; with opts.PreferEmbedded, the embedded BTF instead when that file is
+//     byte-identical to the full BTF this kernel's embedded BTF was minimized from;
 //  3. the embedded BTF of this kernel, by $HOST_ROOT/etc/os-release (or
 //     $HOST_ROOT/usr/lib/os-release) and the kernel release, as LookupBTF does.
 //
@@ -84,6 +95,11 @@ func FindBTF(opts BTFOptions) (BTFResult, error) {
 		// One stat: parsing the kernel's BTF here would cost tens of milliseconds for an
 		// answer cilium/ebpf computes itself when KernelTypes is nil.
 		if _, err := os.Stat(btfgenNativePath); err == nil {
+			if opts.PreferEmbedded {
+				if res, ok := btfgenSameAsEmbedded(); ok {
+					return res, nil
+				}
+			}
 			return BTFResult{Source: "kernel"}, nil
 		}
 	}
@@ -100,6 +116,95 @@ func FindBTF(opts BTFOptions) (BTFResult, error) {
 		return BTFResult{}, err
 	}
 	return BTFResult{Spec: spec, Source: "embedded", Key: key}, nil
+}
+
+// btfgenSameAsEmbedded returns the embedded BTF of the running kernel when the payload holds the
+// checksum of this kernel's full BTF and /sys/kernel/btf/vmlinux matches it byte for byte.
+// Every failure is a plain false: the caller falls back to the kernel's own BTF.
+func btfgenSameAsEmbedded() (BTFResult, bool) {
+	release, err := btfgenKernelRelease()
+	if err != nil {
+		return BTFResult{}, false
+	}
+	osRelease, _ := btfgenReadOSRelease(os.Getenv(btfgenHostRootEnv))
+	x, err := btfgenEmbedded()
+	if err != nil {
+		return BTFResult{}, false
+	}
+	entry, _, err := x.lookup(osRelease, btfgenMachine(), release)
+	if err != nil {
+		return BTFResult{}, false
+	}
+	want, ok := btfgenEmbeddedFullSums()[x.keys[entry]]
+	if !ok || !btfgenFileMatches(btfgenNativePath, want) {
+		return BTFResult{}, false
+	}
+	spec, err := x.spec(entry)
+	if err != nil {
+		return BTFResult{}, false
+	}
+	return BTFResult{Spec: spec, Source: "embedded", Key: x.keys[entry]}, true
+}
+
+// btfgenFullSum is the size and sha256 of a kernel's full BTF (the archive's, before
+// minimizing), from the payload's full-BTF trailer.
+type btfgenFullSum struct {
+	size uint64
+	sum  string
+}
+
+var (
+	btfgenFullSumsOnce sync.Once
+	btfgenFullSumsVal  map[string]btfgenFullSum
+)
+
+func btfgenEmbeddedFullSums() map[string]btfgenFullSum {
+	btfgenFullSumsOnce.Do(func() { btfgenFullSumsVal = btfgenParseFullSums(btfgenPayload) })
+	return btfgenFullSumsVal
+}
+
+// btfgenParseFullSums reads the optional trailer "records, u32 n, u32 body_len, GBS1" at the
+// end of the payload (gobtfgen's docs/payload-format.md); a bad or absent trailer is none.
+func btfgenParseFullSums(payload []byte) map[string]btfgenFullSum {
+	n := len(payload)
+	if n < btfgenHeaderLen+12 || string(payload[n-4:]) != "GBS1" {
+		return nil
+	}
+	count := binary.LittleEndian.Uint32(payload[n-12:])
+	bodyLen := binary.LittleEndian.Uint32(payload[n-8:])
+	if uint64(bodyLen) > uint64(n-12-btfgenHeaderLen) {
+		return nil
+	}
+	c := &btfgenCursor{s: string(payload[n-12-int(bodyLen) : n-12])}
+	sums := make(map[string]btfgenFullSum)
+	for i := uint32(0); i < count && c.err == nil; i++ {
+		key := c.take(int(c.u16()))
+		size := uint64(c.u32()) | uint64(c.u32())<<32
+		sum := c.take(sha256.Size)
+		if c.err == nil {
+			sums[key] = btfgenFullSum{size: size, sum: sum}
+		}
+	}
+	if c.err != nil || c.pos != len(c.s) {
+		return nil
+	}
+	return sums
+}
+
+// btfgenFileMatches streams path through sha256, reading at most one byte more than want.size:
+// a longer, shorter or different file is no match.
+func btfgenFileMatches(path string, want btfgenFullSum) bool {
+	if want.size > 1<<32 {
+		return false
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(f, int64(want.size)+1))
+	return err == nil && uint64(n) == want.size && string(h.Sum(nil)) == want.sum
 }
 
 // LoadBTFSpec returns the BTF to pass as ebpf.CollectionOptions.Programs.KernelTypes, or nil
