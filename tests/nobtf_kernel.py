@@ -1,7 +1,7 @@
 """The test kernel with no BTF at all (issue 12): built from Debian's linux-source-6.1 with
-CONFIG_DEBUG_INFO_BTF off by scripts/build-test-kernel (scripts/setup runs it), its archive BTF
-made by pahole from its DWARF. Tests only find the cached build here; they never start the
-several-minute build themselves."""
+CONFIG_DEBUG_INFO_BTF off by scripts/build-test-kernel (scripts/setup runs it for the arches in
+GOBTFGEN_NOBTF_ARCHES, x86_64 by default), its archive BTF made by pahole from its DWARF. Tests
+only find the cached build here; they never start the several-minute build themselves."""
 
 from __future__ import annotations
 
@@ -49,5 +49,6 @@ def nobtf_kernel(arch: str) -> NoBTFKernel:
                          config=out / "config")
     if not (kernel.release and kernel.image.is_file() and kernel.btf.is_file()):
         pytest.skip(reason=f"the BTF-less {arch} test kernel is not built ({out} is absent); run "
-                    f"scripts/build-test-kernel {arch} (scripts/setup does it; ~20 CPU-min)")
+                    f"scripts/build-test-kernel {arch}, or scripts/setup with "
+                    f'GOBTFGEN_NOBTF_ARCHES="x86_64 arm64" (~20 CPU-minutes each)')
     return kernel
