@@ -3,8 +3,8 @@
 generate reads every changed object to compute its CO-RE signature; with pyelftools that cost
 31 ms of import before the first byte (measured), a sixth of a re-run after a code edit. BPF
 objects are plain relocatable ELF files, so the section header table is all this needs. The
-built-in minimizer reads symbols and code too and uses pyelftools (gobtfgen/btf/ext.py); it runs
-only when relocations changed, in worker processes.
+built-in minimizer reads function symbols and code through it too (gobtfgen/btf/ext.py): the
+one-kernel `minimize` command pays every import in every process.
 
 Every offset and size is checked against the file: a damaged or foreign file raises
 ELFFormatError, never an IndexError or a struct.error.
@@ -36,6 +36,12 @@ class Section:
     flags: int
     offset: int
     size: int
+    link: int = 0  # sh_link: a symbol table's string table
+
+
+SHT_SYMTAB = 2
+STT_FUNC = 2
+SHN_LORESERVE = 0xFF00  # section indexes from here on are special (SHN_ABS, SHN_COMMON, ...)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,30 @@ class ELF:
 
     def section_data(self, sec: Section) -> bytes:
         return b"" if sec.type == SHT_NOBITS else self.data[sec.offset:sec.offset + sec.size]
+
+    def functions(self) -> list[tuple[str, int, str]]:
+        """(section name, st_value, name) of every STT_FUNC symbol defined in a section, in
+        .symtab order (the built-in minimizer names relocations' functions by them)."""
+        symtab = self.section(".symtab")
+        if symtab is None or symtab.type != SHT_SYMTAB or symtab.link >= len(self.sections):
+            return []
+        order = "<" if self.little_endian else ">"
+        if self.data[4] == 2:
+            layout, fields = struct.Struct(order + "IBBHQQ"), (0, 1, 3, 4)
+        else:
+            layout, fields = struct.Struct(order + "IIIBBH"), (0, 3, 5, 1)
+        names = self.section_data(self.sections[symtab.link])
+        table = self.section_data(symtab)
+        out = []
+        for at in range(0, len(table) - layout.size + 1, layout.size):
+            rec = layout.unpack_from(table, at)
+            name_off, info, shndx, value = (rec[i] for i in fields)
+            if info & 0xF != STT_FUNC or not 0 < shndx < min(SHN_LORESERVE, len(self.sections)):
+                continue
+            end = names.find(b"\0", name_off)
+            name = names[name_off:end if end >= 0 else len(names)].decode("utf-8", "replace")
+            out.append((self.sections[shndx].name, value, name))
+        return out
 
 
 # (header after e_ident, section header) layouts by ELF class: 1 = 32-bit, 2 = 64-bit.
@@ -98,10 +128,11 @@ def parse(data: bytes) -> ELF:
         raise ELFFormatError("section name table lies outside the file")
     names = data[names_off:names_off + names_size]
     sections = []
-    for i, (name_off, sh_type, flags, _addr, offset, size, *_rest) in enumerate(raw):
+    for i, (name_off, sh_type, flags, _addr, offset, size, link, *_rest) in enumerate(raw):
         if sh_type != SHT_NOBITS and offset + size > len(data):
             raise ELFFormatError(f"section {i} lies outside the file")
         end = names.find(b"\0", name_off)
         name = names[name_off:end if end >= 0 else len(names)].decode("utf-8", "replace")
-        sections.append(Section(name=name, type=sh_type, flags=flags, offset=offset, size=size))
+        sections.append(Section(name=name, type=sh_type, flags=flags, offset=offset, size=size,
+                                link=link))
     return ELF(little_endian=order == "<", machine=machine, sections=tuple(sections), data=data)

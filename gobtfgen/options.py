@@ -91,3 +91,13 @@ def add_kernel_filters(parser: argparse.ArgumentParser | Any) -> None:
              "(repeatable)")
     add(parser, "--exclude", env="GOBTFGEN_EXCLUDE", kind="list", metavar="PAT",
         help="leave out kernels matching this glob or folder (repeatable)")
+
+
+def add_minimizer_flags(p: argparse.ArgumentParser | Any) -> None:
+    add(p, "--minimizer", env="GOBTFGEN_MINIMIZER", default="python",
+        choices=["python", "python-compat", "bpftool"],
+        help="how to minimize: python (built in: bpftool's algorithm with its defects fixed, "
+             "outputs several times smaller), python-compat (bpftool 7.1's exact bytes, built "
+             "in), or bpftool (runs bpftool gen min_core_btf)")
+    add(p, "--bpftool", env="BPFTOOL", default="bpftool", metavar="PATH",
+        help="bpftool to run with --minimizer bpftool (>= 7.0)")

@@ -137,3 +137,33 @@ def test_bpftool_command_line_as_is(line: list[str], tmp_path: Path,
     subprocess.run([bpftool, *argv("bpftool.btf")], check=True, capture_output=True)
     assert cli.main([*argv("compat.btf"), "--minimizer", "python-compat"]) == 0
     assert (tmp_path / "compat.btf").read_bytes() == (tmp_path / "bpftool.btf").read_bytes()
+
+
+def test_type_index_kept_between_runs(tmp_path: Path, probe_objects: dict[str, Path],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """minimize keeps the kernel's type index where generate's cache does (raw/<sha256 of the
+    raw BTF>.idx): a second run reads it and writes the same bytes; a damaged index is framed
+    again and rewritten; GOBTFGEN_CACHE_DIR= (empty) keeps nothing."""
+    import hashlib
+
+    src = realkernels.kernel("debian/12/x86_64/6.1.0-56-amd64")
+    raw = tmp_path / "kernel.btf"
+    raw.write_bytes(read_kernel_btf(src))
+    obj = str(probe_objects["base"])
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GOBTFGEN_CACHE_DIR", str(cache))
+    idx = cache / "raw" / f"{hashlib.sha256(raw.read_bytes()).hexdigest()}.idx"
+    assert cli.main(["minimize", str(raw), str(tmp_path / "cold.btf"), obj]) == 0
+    kept = idx.read_bytes()
+    assert cli.main(["minimize", str(raw), str(tmp_path / "seen.btf"), obj]) == 0
+    idx.write_bytes(kept[:-7] + b"damaged")
+    assert cli.main(["minimize", str(raw), str(tmp_path / "damaged.btf"), obj]) == 0
+    assert idx.read_bytes() == kept
+    # The .tar.xz names the same kernel: the same index (keyed by the raw BTF, not the file).
+    assert cli.main(["minimize", str(src), str(tmp_path / "tar.btf"), obj]) == 0
+    assert sorted(p.name for p in (cache / "raw").iterdir()) == [idx.name]
+    monkeypatch.setenv("GOBTFGEN_CACHE_DIR", "")
+    assert cli.main(["minimize", str(raw), str(tmp_path / "nocache.btf"), obj]) == 0
+    want = (tmp_path / "cold.btf").read_bytes()
+    for name in ("seen", "damaged", "tar", "nocache"):
+        assert (tmp_path / f"{name}.btf").read_bytes() == want, name

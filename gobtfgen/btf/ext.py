@@ -142,33 +142,21 @@ _SectionData = tuple[bytes, bytes | None, bool, str, list[tuple[str, int, str]],
 
 def read_sections(path: Path) -> _SectionData:
     """(.BTF, .BTF.ext or None, little endian, machine, function symbols, code) of a BPF ELF."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-    from elftools.elf.sections import SymbolTableSection
+    from gobtfgen.elf import SHF_EXECINSTR, SHT_PROGBITS, ELFFormatError
+    from gobtfgen.elf import parse as parse_elf
 
     try:
-        with open(path, "rb") as f:
-            elf = ELFFile(f)
-            btf_sec = elf.get_section_by_name(".BTF")
-            if btf_sec is None:
-                raise ObjectError(f"{path}: no .BTF section; compile with clang -g")
-            ext_sec = elf.get_section_by_name(".BTF.ext")
-            btf_data = btf_sec.data()
-            ext_data = ext_sec.data() if ext_sec is not None else None
-            funcs: list[tuple[str, int, str]] = []
-            symtab = elf.get_section_by_name(".symtab")
-            if isinstance(symtab, SymbolTableSection):
-                for sym in symtab.iter_symbols():
-                    if sym["st_info"]["type"] != "STT_FUNC":
-                        continue
-                    shndx = sym["st_shndx"]
-                    if not isinstance(shndx, int):
-                        continue
-                    funcs.append((elf.get_section(shndx).name, int(sym["st_value"]), sym.name))
-            code = {sec.name: sec.data() for sec in elf.iter_sections()
-                    if sec["sh_type"] == "SHT_PROGBITS" and sec["sh_flags"] & 0x4}
-            return (btf_data, ext_data, elf.little_endian, str(elf["e_machine"]), funcs, code)
-    except (ELFError, OSError, struct.error) as exc:
+        elf = parse_elf(path.read_bytes())
+        btf_sec = elf.section(".BTF")
+        if btf_sec is None:
+            raise ObjectError(f"{path}: no .BTF section; compile with clang -g")
+        ext_sec = elf.section(".BTF.ext")
+        ext_data = elf.section_data(ext_sec) if ext_sec is not None else None
+        code = {sec.name: elf.section_data(sec) for sec in elf.sections
+                if sec.type == SHT_PROGBITS and sec.flags & SHF_EXECINSTR}
+        return (elf.section_data(btf_sec), ext_data, elf.little_endian, elf.machine_name,
+                elf.functions(), code)
+    except (ELFFormatError, OSError, struct.error) as exc:
         raise ObjectError(f"{path}: not a readable ELF object ({exc})") from None
 
 

@@ -13,22 +13,12 @@ from gobtfgen import fetch, pipeline, render, targets
 from gobtfgen.cache import default_cache_dir
 from gobtfgen.errors import UsageError
 from gobtfgen.minimize import available
-from gobtfgen.options import add, add_kernel_filters, parse_arches
+from gobtfgen.options import add, add_kernel_filters, add_minimizer_flags, parse_arches
 from gobtfgen.report import human_bytes, is_skip_note, print_problems
 from gobtfgen.targets import go, ld, targz
 from gobtfgen.write import MANIFEST
 
 _PACKAGE_RE = re.compile(rb"^package\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
-
-
-def add_minimizer_flags(p: argparse.ArgumentParser | Any) -> None:
-    add(p, "--minimizer", env="GOBTFGEN_MINIMIZER", default="python",
-        choices=["python", "python-compat", "bpftool"],
-        help="how to minimize: python (built in: bpftool's algorithm with its defects fixed, "
-             "outputs several times smaller), python-compat (bpftool 7.1's exact bytes, built "
-             "in), or bpftool (runs bpftool gen min_core_btf)")
-    add(p, "--bpftool", env="BPFTOOL", default="bpftool", metavar="PATH",
-        help="bpftool to run with --minimizer bpftool (>= 7.0)")
 
 
 def register(sub: Any) -> None:

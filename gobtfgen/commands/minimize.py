@@ -10,20 +10,24 @@ relocations skipped with a note, as bpftool ignores them (libbpf tool collection
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gobtfgen import modules, tools
+# Only what every run needs is imported here: a one-kernel command pays for each import in
+# every process (pyelftools for -B's .ko and generate's pipeline are lazy).
+from gobtfgen import tools
 from gobtfgen.archive import SUFFIX, check_btf, read_kernel_btf
-from gobtfgen.btf import BTFWriter, split
-from gobtfgen.cache import atomic_write
-from gobtfgen.commands.generate import add_minimizer_flags
+from gobtfgen.btf import BTFWriter
+from gobtfgen.cache import Cache, atomic_write, default_cache_dir
 from gobtfgen.errors import InputError, UsageError
 from gobtfgen.minimize import MinimizeError, get_minimizer
 from gobtfgen.objects import read_object
+from gobtfgen.options import add_minimizer_flags
 
 _FIX_KERNEL = ("pass a raw kernel BTF (/sys/kernel/btf/vmlinux, a .btf file) or a btfhub "
                ".btf.tar.xz")
@@ -145,11 +149,21 @@ def run(args: argparse.Namespace) -> int:
             out = BTFWriter().to_bytes()
         else:
             try:
-                out = minimizer.minimize(raw, objects)
+                out = minimizer.minimize(raw, objects, data=btf, index=_index_path(btf))
             except MinimizeError as exc:
                 raise InputError(f"{source}: {exc}") from None
     atomic_write(Path(args.output), out)
     return 0
+
+
+def _index_path(btf: bytes) -> Path | None:
+    """Where generate's cache keeps this kernel's type index (raw/<sha>.idx, keyed here by the
+    raw BTF's sha256): a kernel minimized before skips framing its records, the first walk.
+    GOBTFGEN_CACHE_DIR as generate reads it; an empty value turns the cache off."""
+    root = os.environ.get("GOBTFGEN_CACHE_DIR", str(default_cache_dir()))
+    if not root:
+        return None
+    return Cache(Path(root)).index_path(hashlib.sha256(btf).hexdigest())
 
 
 def _merge_split(base_path: Path, source: Path) -> bytes:
@@ -162,6 +176,9 @@ def _merge_split(base_path: Path, source: Path) -> bytes:
             else base_path.read_bytes())
     check_btf(base, what=base_path, fix=_FIX_KERNEL)
     data = source.read_bytes()
+    from gobtfgen import modules
+    from gobtfgen.btf import split
+
     blob = modules.ko_btf(data, str(source), None) if data[:4] == b"\x7fELF" \
         or modules.module_name(source.name) else data
     if blob is None:
