@@ -80,7 +80,12 @@ def main() -> int:
             archive = SAMPLE
         else:
             from tests import corpus
-            archive = corpus.archive()
+            try:
+                archive = corpus.build_archive()
+            except corpus.CorpusError as exc:
+                print(f"no btfhub sample and no kernel corpus ({exc}): run scripts/setup or "
+                      "pass --archive DIR", file=sys.stderr)
+                return 2
     failed = False
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
