@@ -289,9 +289,12 @@ def _compute(task: Task, cache: Cache, minimizer: Minimizer, key: str, sha: str,
             raw_path = spare = _store_raw(cache, sha, raw)
         out = minimizer.minimize(raw_path, task.objects, data=raw, index=cache.index_path(sha))
         check_btf(out, what=f"{minimizer.identity()} output for {kernel.key}")
-        full_sum: str | None = None
-        with contextlib.suppress(OSError):  # evicted meanwhile: only PreferEmbedded misses it
-            full_sum = fullsum_of(raw if raw is not None else raw_path.read_bytes())
+        # Hashed once per kernel: a run whose relocations changed reads the recorded one.
+        full_sum = cache.get_fullsum(sha) if raw is None else None
+        new_sum = full_sum is None
+        if new_sum:
+            with contextlib.suppress(OSError):  # evicted meanwhile: PreferEmbedded misses it
+                full_sum = fullsum_of(raw if raw is not None else raw_path.read_bytes())
     except (InputError, MinimizeError) as exc:
         # Remember deterministic failures so an unchanged re-run runs no minimizer; a minimizer
         # killed by a signal (Ctrl-C) is not the kernel's fault and is retried next time.
@@ -305,7 +308,7 @@ def _compute(task: Task, cache: Cache, minimizer: Minimizer, key: str, sha: str,
             with contextlib.suppress(OSError):
                 spare.unlink()
     with contextlib.suppress(OSError):
-        if full_sum:  # before the entry: a run that finds the entry finds its checksum too
+        if new_sum and full_sum:  # before the entry: who finds the entry finds the checksum
             cache.put_fullsum(sha, full_sum)
         cache.put_min(key, out)
     return KernelResult(kernel=kernel, status="minimized", btf=out, kernel_sha=sha, stamp=stamp,

@@ -193,8 +193,9 @@ def test_damaged_kernel_is_a_problem_not_a_crash(tmp_path: Path, probe_objects: 
 def test_payload_records_the_full_btf_checksum(tmp_path: Path, probe_objects: dict[str, Path],
                                                bpftool: str) -> None:
     """The Go payload's trailer names the size and sha256 of each kernel's full BTF (what
-    BTFOptions.PreferEmbedded compares /sys/kernel/btf/vmlinux with), from a cold run and from
-    a run that takes every minimized BTF from the cache."""
+    BTFOptions.PreferEmbedded compares /sys/kernel/btf/vmlinux with), from a cold run, from a
+    run that takes every minimized BTF from the cache, and from one whose relocations changed
+    (minimized again from the cache's raw BTF, the checksum read back, not recomputed)."""
     from gobtfgen.targets import go
 
     vmlinux = Path("/sys/kernel/btf/vmlinux")
@@ -204,8 +205,8 @@ def test_payload_records_the_full_btf_checksum(tmp_path: Path, probe_objects: di
     archive = tmp_path / "archive"
     add_kernel(archive, "debian/12/x86_64/one", full)
     want = {"debian/12/x86_64/one": f"{len(full)}:{hashlib.sha256(full).hexdigest()}"}
-    for out in ("cold", "cached"):
-        assert generate("--archive", archive, "--object", probe_objects["base"], "--output-dir",
+    for out, obj in (("cold", "base"), ("cached", "base"), ("relocs", "relocs")):
+        assert generate("--archive", archive, "--object", probe_objects[obj], "--output-dir",
                         tmp_path / out, "--cache-dir", tmp_path / "cache",
                         "--bpftool", bpftool) == 0
         payload = (tmp_path / out / "btfgen_x86_64.payload").read_bytes()
