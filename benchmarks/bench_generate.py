@@ -63,15 +63,19 @@ def timed(fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
 
 
 def main() -> int:
-    default_archive = REPO.parent / "shared" / "btfhub-sample"
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--archive", type=Path, default=default_archive)
+    ap.add_argument("--archive", type=Path, default=None,
+                    help="default: the sample, else the test corpus")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--object", type=Path, action="append", default=[])
     ap.add_argument("--minimizer", default="python",
                     help="as gobtfgen generate (default: the tool's default)")
     args = ap.parse_args()
+    if args.archive is None:
+        from benchmarks.archives import default_archive
+
+        args.archive = default_archive()
     if not args.archive.is_dir():
         print(f"archive {args.archive} not found; pass --archive", file=sys.stderr)
         return 2

@@ -218,7 +218,8 @@ def whole_generate(args: argparse.Namespace, tmp: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--archive", type=Path, default=REPO.parent / "shared" / "btfhub-sample")
+    ap.add_argument("--archive", type=Path, default=None,
+                    help="default: the sample, else the test corpus")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--limit", type=int, default=0, help="only the first N kernels")
     ap.add_argument("--generate-repeat", type=int, default=3,
@@ -227,6 +228,10 @@ def main() -> int:
     ap.add_argument("--bpftool", default=shutil.which("bpftool") or "/usr/sbin/bpftool")
     ap.add_argument("--wall", action="store_true", help="measure wall time, not CPU time")
     args = ap.parse_args()
+    if args.archive is None:
+        from benchmarks.archives import default_archive
+
+        args.archive = default_archive()
     global WALL
     WALL = args.wall
     if not (args.archive / "MANIFEST.tsv").is_file():

@@ -29,7 +29,6 @@ from gobtfgen.archive import read_kernel_btf  # noqa: E402
 from gobtfgen.pack import pack, unpack  # noqa: E402
 from gobtfgen.targets import go  # noqa: E402
 
-SAMPLE = REPO.parent / "shared" / "btfhub-sample"
 TEST_OBJECTS = ("tracer", "execsnoop", "net", "fields")
 BENCH_OBJECTS = ("opensnoop", "tcpconnect", "biolatency", "runqlat")
 TARGET = 0.02
@@ -76,16 +75,9 @@ def main() -> int:
         return 2
     archive = args.archive
     if archive is None:
-        if SAMPLE.is_dir():
-            archive = SAMPLE
-        else:
-            from tests import corpus
-            try:
-                archive = corpus.build_archive()
-            except corpus.CorpusError as exc:
-                print(f"no btfhub sample and no kernel corpus ({exc}): run scripts/setup or "
-                      "pass --archive DIR", file=sys.stderr)
-                return 2
+        from benchmarks.archives import default_archive
+
+        archive = default_archive()
     failed = False
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)

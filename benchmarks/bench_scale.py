@@ -77,13 +77,18 @@ def run(archive: Path, work: Path, obj: Path, minimizer: str
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--archive", type=Path, default=REPO.parent / "shared" / "btfhub-sample")
+    ap.add_argument("--archive", type=Path, default=None,
+                    help="the kernels to repeat (default: the sample, else the test corpus)")
     ap.add_argument("--sizes", default="1000,2000,5000")
     ap.add_argument("--unique", type=int, default=0,
                     help="also run this many kernels with distinct bytes (real work each)")
     ap.add_argument("--minimizer", default="python", help="as gobtfgen generate")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
+    if args.archive is None:
+        from benchmarks.archives import default_archive
+
+        args.archive = default_archive()
     work = Path(tempfile.mkdtemp(prefix="gobtfgen-scale-", dir=args.workdir))
     try:
         multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True,

@@ -155,7 +155,8 @@ def test_scale_benchmark_runs_small(tmp_path: Path, real_archive: Path) -> None:
     from the full 5000-kernel run)."""
     need("bpftool")
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_scale.py"),
-                           "--sizes", "60,120", "--workdir", str(tmp_path)], env=ENV,
+                           "--sizes", "60,120", "--workdir", str(tmp_path), "--archive",
+                           str(real_archive)], env=ENV,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "kernels" in done.stdout and "peak RSS" in done.stdout
