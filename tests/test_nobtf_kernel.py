@@ -15,10 +15,10 @@ from gobtfgen import cli
 from gobtfgen.archive import read_kernel_btf, scan_archive
 from gobtfgen.btf import BTF
 from tests import vm
-from tests.nobtf_kernel import NoBTFKernel, nobtf_kernel
+from tests.nobtf_kernel import NoBTFKernel, arches, nobtf_kernel
 
 pytestmark = pytest.mark.tools
-ARCHES = ["x86_64", "arm64"]
+ARCHES = arches()
 
 
 def config_of(kernel: NoBTFKernel) -> dict[str, str]:

@@ -10,8 +10,9 @@ One row per kernel, each booted once with all its checks:
   own (`btf: kernel`). That kernel is left out of the binaries' archive, so once the guest hides
   its BTF it is the "payload without this kernel" case (clear error, non-zero exit), and the
   override variable pointed at a copy of its BTF makes them work again.
-In each: lab3 (Go, `make`, GOARCH for the guest's arch) and examples/libbpf (C, `make`, linked
-statically, cross-compiled for arm64) report the exec of a program of a distinctive name by a
+In each: lab3 (Go, `make`, GOARCH for the guest's arch), examples/libbpf (C, `make`, linked
+statically, cross-compiled for arm64) and examples/aya (Rust, `make`, linked statically,
+RUST_TARGET for the guest's arch) report the exec of a program of a distinctive name by a
 known parent with the right pid, ppid, comm and filename; and tests/equiv (the host's equivalence
 helper, cross-built) loads lab3's programs in the guest kernel with its full BTF and with the
 minimized BTF its payload carries: the relocated (xlated) instructions must be identical.
@@ -32,13 +33,15 @@ from pathlib import Path
 
 import pytest
 
-from tests import corpus, lab3build, vm
+from tests import cargo, corpus, lab3build, vm
 
 pytestmark = [pytest.mark.tools, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 TESTED_ON = REPO / "docs" / "tested-on.md"
 LIBBPF = REPO / "examples" / "libbpf"
+AYA = REPO / "examples" / "aya"
+RUST_TARGET = {"x86_64": "x86_64-unknown-linux-gnu", "arm64": cargo.AARCH64}
 GOARCH = {"x86_64": "amd64", "arm64": "arm64"}
 GNU_TRIPLET = {"x86_64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
 OVERRIDE_ENV = "BTFGEN_BTF_FILE"
@@ -65,13 +68,25 @@ class Row:
                 "native": "native BTF visible"}[self.kind]
 
 
+def _nobtf_arches() -> list[str]:
+    try:
+        module = importlib.import_module("tests.nobtf_kernel")
+    except ImportError:
+        return list(GOARCH)  # its rows then say the module is missing
+    return list(module.arches())
+
+
+NOBTF_ARCHES = _nobtf_arches()
+
+
 def _rows() -> list[Row]:
     rows: list[Row] = []
     for arch in GOARCH:
         cloud = [p for p in corpus.packages() if p.arch == arch and "-cloud-" in p.release]
         rows += [Row(id=p.release, arch=arch, kind="hidden", package=p)
                  for p in cloud if p.release.startswith("6.1.")]
-        rows.append(Row(id=f"nobtf-{arch}", arch=arch, kind="nobtf"))
+        if arch in NOBTF_ARCHES:
+            rows.append(Row(id=f"nobtf-{arch}", arch=arch, kind="nobtf"))
         rows += [Row(id=f"{p.release}-native", arch=arch, kind="native", package=p)
                  for p in cloud if not p.release.startswith("6.1.")][:1]
     return rows
@@ -179,6 +194,7 @@ class Binaries:
     arch: str
     lab3: Path
     execsnoop: Path
+    aya: Path
     equiv: Path
     object: Path  # lab3's BPF object for this arch (equiv loads it)
     logs: dict[str, str] = field(default_factory=dict)
@@ -227,6 +243,10 @@ def binaries(arch: str, base: Path) -> Binaries:
                            f"BTFHUB_ARCHIVE={arch_archives.main}"], cwd=out / "libbpf", env=env,
                           timeout=600)
 
+    # examples/aya: its `make`, static, for the guest's arch (cargo's own target dir per arch
+    # under the test cache, so a warm run recompiles nothing).
+    aya_log = build_aya(arch, out / "aya", env, arch_archives.main)
+
     # The equivalence helper with a payload of every row's kernel, from lab3's own objects.
     helper = out / "equiv"
     shutil.copytree(lab3build.EQUIV, helper)
@@ -238,14 +258,35 @@ def binaries(arch: str, base: Path) -> Binaries:
     lab3build.run(["go", "build", "-o", "equiv", "."], cwd=helper,
                   env={**env, "GOARCH": GOARCH[arch], "CGO_ENABLED": "0"})
     built = Binaries(arch=arch, lab3=out / "lab3" / "lab3", execsnoop=out / "libbpf" / "execsnoop",
-                     equiv=helper / "equiv",
+                     aya=out / "aya" / "execsnoop", equiv=helper / "equiv",
                      object=out / "lab3" / f"execsnoop_{lab3build.BPF2GO_ARCH[arch]}_bpfel.o",
-                     logs={"lab3": lab3_log, "libbpf": c_log})
-    for path in (built.lab3, built.execsnoop, built.equiv):
+                     logs={"lab3": lab3_log, "libbpf": c_log, "aya": aya_log})
+    for path in (built.lab3, built.execsnoop, built.aya, built.equiv):
         machine = vm.elf_machine(path.read_bytes()[:64])
         assert machine == vm.ELF_MACHINE[arch], f"{path} is not an {arch} binary ({machine})"
     _state[key] = built
     return built
+
+
+def build_aya(arch: str, dest: Path, env: dict[str, str], archive: Path) -> str:
+    """`make RUST_TARGET=<triple>` in a fresh copy of examples/aya, statically linked (the guest
+    has no libraries): cross-linked for arm64 with aarch64-linux-gnu-gcc."""
+    cargo.find_cargo()
+    triple = RUST_TARGET[arch]
+    extra = {"RUSTFLAGS": "-C target-feature=+crt-static",
+             "CARGO_TARGET_DIR": str(cargo.TARGET_DIR / f"vm-aya-{arch}")}
+    if arch != lab3build.keys.btfhub_arch(platform.machine()):
+        if cargo.aarch64_toolchain() is None:
+            pytest.skip(reason=cargo.AARCH64_MISSING)
+        extra["CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER"] = f"{GNU_TRIPLET[arch]}-gcc"
+    shutil.copytree(AYA, dest, ignore=shutil.ignore_patterns(
+        "execsnoop", "*.o", "vmlinux.h", "btfgen*", "Makefile.btfgen*", ".btfhub-host",
+        "target"))
+    aya_env = {**env, **{k: v for k, v in cargo.env().items() if k == "PATH"}, **extra}
+    return lab3build.run(["nice", "-n", "10", "make", "--no-print-directory",
+                          f"RUST_TARGET={triple}", f"BTFHUB_ARCHIVE={archive}",
+                          f"LAB3={REPO / 'examples' / 'lab3'}"], cwd=dest, env=aya_env,
+                         timeout=1800)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,6 +325,7 @@ exit $rc
 
 LAB3 = "/bin/lab3 -json -timeout 120s"
 EXECSNOOP = "/bin/execsnoop --json --timeout 120"
+AYA_CMD = "/bin/aya --json --timeout 120s"
 LAB3_READY = "tracing execve"
 EXECSNOOP_READY = "tracing execve"
 
@@ -293,6 +335,7 @@ def checks_for(row: Row, kernel: Kernel) -> list[vm.Check]:
     checks = [
         trace_check("lab3", LAB3, LAB3_READY),
         trace_check("libbpf", EXECSNOOP, EXECSNOOP_READY),
+        trace_check("aya", AYA_CMD, LAB3_READY),
         vm.Check(name="equiv", script=f'printf "%s\\t%s\\n" "{key_of(row, kernel)}" '
                                       f'"{reference}" | /bin/equiv -object {EQUIV_OBJECT}'),
     ]
@@ -303,9 +346,12 @@ def checks_for(row: Row, kernel: Kernel) -> list[vm.Check]:
                                          "/sys/kernel/btf && ls /sys/kernel/btf | wc -l"),
             vm.Check(name="lab3-missing", script="/bin/lab3 -json -count 1 -timeout 20s"),
             vm.Check(name="libbpf-missing", script="/bin/execsnoop --json --count 1 --timeout 20"),
+            vm.Check(name="aya-missing", script="/bin/aya --json --count 1 --timeout 20s"),
             trace_check("lab3-override", f"env {OVERRIDE_ENV}=/tmp/kernel.btf {LAB3}", LAB3_READY),
             trace_check("libbpf-override", f"env {OVERRIDE_ENV}=/tmp/kernel.btf {EXECSNOOP}",
                         EXECSNOOP_READY),
+            trace_check("aya-override", f"env {OVERRIDE_ENV}=/tmp/kernel.btf {AYA_CMD}",
+                        LAB3_READY),
         ]
     return checks
 
@@ -345,7 +391,8 @@ def prepare(row: Row, base: Path) -> vm.Guest:
     kernel = kernel_of(row)
     built = binaries(row.arch, base)
     files: dict[str, Path | bytes] = {
-        "bin/lab3": built.lab3, "bin/execsnoop": built.execsnoop, "bin/equiv": built.equiv,
+        "bin/lab3": built.lab3, "bin/execsnoop": built.execsnoop, "bin/aya": built.aya,
+        "bin/equiv": built.equiv,
         EQUIV_OBJECT: built.object, "bin/vmparent": PARENT_SCRIPT.encode(),
         f"bin/{PROBE}": PROBE_SCRIPT.encode()}
     if kernel.btf:
@@ -477,6 +524,16 @@ def test_libbpf_in_guest(row: Row, request: pytest.FixtureRequest) -> None:
 
 
 @pytest.mark.parametrize("row", ROWS, ids=ids)
+def test_aya_in_guest(row: Row, request: pytest.FixtureRequest) -> None:
+    rb = booted(row, request)
+    trace = assert_traced(rb, "aya", expected_btf(rb))
+    if row.kind != "native":
+        assert any("fentry/security_bprm_check skipped" in line for line in trace.stderr), \
+            rb.boot.describe("aya")
+    _record(rb, "aya", trace)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=ids)
 def test_relocations_equal_in_guest(row: Row, request: pytest.FixtureRequest) -> None:
     """lab3's programs, loaded by this kernel with its full BTF and with the minimized BTF of the
     payload, hold the same instructions after loading."""
@@ -500,7 +557,7 @@ def test_relocations_equal_in_guest(row: Row, request: pytest.FixtureRequest) ->
 
 
 @pytest.mark.parametrize("arch", sorted(NATIVE))
-@pytest.mark.parametrize("tool", ["lab3", "libbpf"])
+@pytest.mark.parametrize("tool", ["lab3", "libbpf", "aya"])
 def test_payload_without_this_kernel_fails_clearly(
         arch: str, tool: str, request: pytest.FixtureRequest) -> None:
     rb = booted(NATIVE[arch], request)
@@ -517,7 +574,7 @@ def test_payload_without_this_kernel_fails_clearly(
 
 
 @pytest.mark.parametrize("arch", sorted(NATIVE))
-@pytest.mark.parametrize("tool", ["lab3", "libbpf"])
+@pytest.mark.parametrize("tool", ["lab3", "libbpf", "aya"])
 def test_override_variable_in_guest(arch: str, tool: str, request: pytest.FixtureRequest) -> None:
     rb = booted(NATIVE[arch], request)
     assert_traced(rb, f"{tool}-override", "btf: override /tmp/kernel.btf")
@@ -540,12 +597,13 @@ def _record(rb: RowBoot, tool: str, trace: Trace) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _write_tested_on() -> Iterator[None]:
+def _write_tested_on(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     for pool in _pool:
         pool.shutdown(cancel_futures=True)
-    if set(_attempted) != {row.id for row in ROWS} or not _boots:
-        return  # a partial run (-k) leaves the committed table as it is
+    partial = request.config.getoption("keyword") or request.config.getoption("markexpr")
+    if partial or set(_attempted) != {row.id for row in ROWS} or not _boots:
+        return  # a partial run (-k, -m) leaves the committed table as it is
     lines = ["# Tested on",
              "",
              "Written by `pytest tests/test_vm_matrix.py` (part of `scripts/test`); do not edit.",
@@ -553,32 +611,37 @@ def _write_tested_on() -> Iterator[None]:
              "without flags. Events: the exec of /bin/" + PROBE + " by a known shell script.",
              "",
              "| kernel | arch | how BTF was absent | lab3 chose | lab3 saw | libbpf example chose "
-             "| libbpf example saw | relocations (full vs minimized BTF) | boot |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| libbpf example saw | aya example chose | aya example saw "
+             "| relocations (full vs minimized BTF) | boot |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in ROWS:
         if row.id not in _boots:
             # The reason without this machine's home directory (the file is committed).
             why = _attempted.get(row.id, "").replace(str(Path.home()), "~")
-            lines.append(f"| {row.id} | {row.arch} | {row.how} | not run: {why} | | | | | |")
+            lines.append(f"| {row.id} | {row.arch} | {row.how} | not run: {why} | | | | | | | |")
             continue
         rb, cell = _boots[row.id], _table.get(row.id, {})
         lines.append(
             f"| {rb.kernel.release} | {row.arch} | {row.how} | "
             f"{cell.get('lab3-btf', 'FAILED')} | {cell.get('lab3-event', 'FAILED')} | "
             f"{cell.get('libbpf-btf', 'FAILED')} | {cell.get('libbpf-event', 'FAILED')} | "
+            f"{cell.get('aya-btf', 'FAILED')} | {cell.get('aya-event', 'FAILED')} | "
             f"{cell.get('relocs', 'FAILED')} | {cell.get('boot', '')} |")
     native = [row for row in ROWS if row.kind == "native" and row.id in _boots]
     if native:
         lines += ["", "With the BTF of the native rows' kernels hidden (the binaries do not carry "
-                  "them): both exit non-zero with the key tried and the fix; with "
-                  f"`{OVERRIDE_ENV}` pointing at a copy of the kernel's BTF both work again."]
+                  "them): all three exit non-zero with the key tried and the fix; with "
+                  f"`{OVERRIDE_ENV}` pointing at a copy of the kernel's BTF all three work again."]
     text = "\n".join(lines) + "\n"
     if not TESTED_ON.is_file() or TESTED_ON.read_text() != text:
         TESTED_ON.write_text(text)
 
 
 def test_rows_cover_both_arches() -> None:
-    """The matrix itself: two hidden-BTF versions, a BTF-less and a native row per arch."""
+    """The matrix itself: two hidden-BTF versions and a native row per arch, and a BTF-less row
+    for x86_64 and for every arch whose BTF-less kernel is built (tests/nobtf_kernel.arches)."""
     for arch in GOARCH:
         kinds = [row.kind for row in ROWS if row.arch == arch]
-        assert kinds.count("hidden") >= 2 and "nobtf" in kinds and "native" in kinds, kinds
+        assert kinds.count("hidden") >= 2 and "native" in kinds, kinds
+        assert ("nobtf" in kinds) == (arch in NOBTF_ARCHES), (arch, kinds, NOBTF_ARCHES)
+    assert "x86_64" in NOBTF_ARCHES or os.environ.get("GOBTFGEN_NOBTF_ARCHES") is not None

@@ -8,6 +8,7 @@ mod btfgen;
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aya::maps::perf::{PerfEvent, PerfEventArray};
@@ -17,6 +18,25 @@ use aya::{Btf, Ebpf, EbpfLoader};
 
 // The object `make` builds from examples/lab3/execsnoop.bpf.c, inside the binary as lab3 has it.
 static OBJECT: &[u8] = include_bytes!("../execsnoop.bpf.o");
+
+// Set by SIGINT and SIGTERM; the event loop ends cleanly (exit 0) when it sees it, as lab3 does.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Ctrl-C and a supervisor's SIGTERM stop the tracer cleanly. Installing a handler also undoes
+/// an inherited SIG_IGN: a non-interactive shell starts its background jobs with SIGINT
+/// ignored, and the default action would then never stop us.
+fn catch_stop_signals() {
+    let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
 
 const TASK_COMM_LEN: usize = 16;
 const FILENAME_LEN: usize = 256;
@@ -284,6 +304,7 @@ fn trace(ebpf: &mut Ebpf, opts: &Options) -> Result<(), String> {
         buffers.push(buf);
     }
 
+    catch_stop_signals();
     eprintln!("tracing execve; Ctrl-C to stop");
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -299,6 +320,10 @@ fn trace(ebpf: &mut Ebpf, opts: &Options) -> Result<(), String> {
     let mut seen = 0u64;
     let mut sample = Vec::with_capacity(EVENT_LEN);
     loop {
+        if STOP.load(Ordering::Relaxed) {
+            eprintln!("execsnoop: interrupted after {seen} events");
+            return Ok(());
+        }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             eprintln!("execsnoop: timeout after {seen} events");
             return Ok(());
