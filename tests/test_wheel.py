@@ -3,9 +3,9 @@ wheel carries the top-level templates/ and passes `twine check`; installed into 
 with its dependencies resolved from PyPI (as `pip install gobtfgen` would, no site packages
 from anywhere else), it reports the one version the source has and runs a real `generate`.
 
-The venv is deliberately not made with --system-site-packages: such a venv sees the base
-interpreter's packages, so a dependency missing from pyproject.toml went unnoticed on a machine
-where someone had installed it by hand (issue 11)."""
+The venv deliberately does not see the base interpreter's site packages: one that did let a
+dependency missing from pyproject.toml go unnoticed on a machine where someone had installed it
+by hand (issue 11)."""
 
 from __future__ import annotations
 
