@@ -36,6 +36,11 @@ def env(**extra: str) -> dict[str, str]:
     return out
 
 
+def target_dir() -> Path:
+    """Where cargo puts what it builds: $CARGO_TARGET_DIR when set, else the shared TARGET_DIR."""
+    return Path(env()["CARGO_TARGET_DIR"])
+
+
 def cargo(crate: Path, *args: str, timeout: int = 1800,
           extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """cargo ARGS in crate; a failure to reach crates.io is a skip, any other failure a

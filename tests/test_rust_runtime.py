@@ -55,7 +55,7 @@ def crate(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def harness(crate: Path) -> Path:
     cargo.cargo(crate, "build", "--release")
-    return cargo.TARGET_DIR / "release" / "harness"
+    return cargo.target_dir() / "release" / "harness"
 
 
 def test_generated_rust_is_deterministic_and_marked(tmp_path: Path) -> None:
@@ -155,7 +155,7 @@ def test_aarch64_under_qemu(crate: Path, tmp_path: Path) -> None:
     var = "CARGO_TARGET_" + cargo.AARCH64.upper().replace("-", "_") + "_LINKER"
     cargo.cargo(crate, "build", "--release", "--target", cargo.AARCH64,
                 extra_env={var: linker})
-    binary = cargo.TARGET_DIR / cargo.AARCH64 / "release" / "harness"
+    binary = cargo.target_dir() / cargo.AARCH64 / "release" / "harness"
     cmd = [qemu, "-L", "/usr/aarch64-linux-gnu", str(binary)]
     assert _run_lookup(cmd, tmp_path, "arm64", "embedded") > 10
     ran = sum(_run_lookup(cmd, tmp_path, arch, str(crate / "src" / rust.payload_file(arch)))
@@ -333,7 +333,7 @@ def test_generate_lang_rust_end_to_end(tmp_path: Path) -> None:
     run_env = {**env, "HARNESS_NATIVE_PATH": str(tmp_path / "no-native-btf"),
                "HARNESS_RELEASE_FILE": "/proc/sys/kernel/osrelease",
                "TMPDIR": str(tmp_path)}
-    found = subprocess.run([str(cargo.TARGET_DIR / "release" / "harness"), "find",
+    found = subprocess.run([str(cargo.target_dir() / "release" / "harness"), "find",
                             "ignore-native"], capture_output=True, text=True, env=run_env,
                            timeout=60)
     assert found.returncode == 0, found.stderr
