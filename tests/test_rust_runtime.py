@@ -21,6 +21,8 @@ from gobtfgen.pack import unpack
 from gobtfgen.targets import rust
 from gobtfgen.write import is_ours
 from tests import cargo, lookup_vectors
+from tests.lookup_vectors import run_find as _find
+from tests.lookup_vectors import vector_arch as _vector_arch
 from tests.tinybtf import label, tiny_btf
 
 pytestmark = pytest.mark.tools
@@ -86,12 +88,6 @@ def test_rustfmt_and_clippy_clean(crate: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-4000:]
     clippy = cargo.cargo(crate, "clippy", "--release", "--", "-D", "warnings")
     assert "warning" not in clippy.stderr, clippy.stderr
-
-
-def _vector_arch(vector: dict[str, Any]) -> str:
-    # As the Go and C tests: a vector runs against the payload of its own arch; a machine
-    # btfhub has no arch for runs against the x86_64 payload (and must fail with an arch error).
-    return keys.btfhub_arch(vector["machine"]) or "x86_64"
 
 
 def _cases(vectors: list[dict[str, Any]]) -> bytes:
@@ -171,26 +167,6 @@ def _host_arch() -> str:
         pytest.skip(reason=f"the generated Rust embeds x86_64 and arm64 payloads; this is "
                            f"{platform.machine()}")
     return arch
-
-
-def _find(harness: Path, tmp_path: Path, *, root: Path | None, release: str,
-          native: Path | None = None, ignore_native: bool = True,
-          env: dict[str, str] | None = None) -> tuple[dict[str, str], str]:
-    release_file = tmp_path / "osrelease"
-    release_file.write_text(release + "\n")
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir(exist_ok=True)
-    run_env = {k: v for k, v in os.environ.items() if k not in ("HOST_ROOT", "BTFGEN_BTF_FILE")}
-    run_env.update({"HARNESS_RELEASE_FILE": str(release_file), "TMPDIR": str(tmpdir),
-                    "HARNESS_NATIVE_PATH": str(native or tmp_path / "no-native-btf")})
-    if root is not None:
-        run_env["HOST_ROOT"] = str(root)
-    run_env.update(env or {})
-    args = [str(harness), "find"] + (["ignore-native"] if ignore_native else [])
-    proc = subprocess.run(args, capture_output=True, text=True, env=run_env, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    out = dict(line.split("=", 1) for line in proc.stdout.splitlines())
-    return out, proc.stderr
 
 
 def test_every_vector_through_find_btf(harness: Path, tmp_path: Path) -> None:
