@@ -680,9 +680,10 @@ def _build(options: GenerateOptions) -> Outcome:
                             + " | ".join(reasons))
     stats: dict[str, pack.PackStats] = {}
     payloads: dict[str, bytes] = {}
+    version = targets.payload_version(selected)
     for arch in ARCHES:  # every arch gets a payload, so every build target finds its file
         entries = {r.kernel.key: r.btf for r in usable if r.kernel.arch == arch and r.btf}
-        payloads[arch], stats[arch] = pack.pack(arch, entries)
+        payloads[arch], stats[arch] = pack.pack(arch, entries, version=version)
     target_input = targets.TargetInput(options=target_options, payloads=payloads, stats=stats,
                                        btfs={r.kernel.key: r.btf for r in usable if r.btf},
                                        full_sums={r.kernel.key: r.full_sum for r in usable

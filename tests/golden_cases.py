@@ -50,6 +50,6 @@ def cases() -> dict[str, dict[str, str]]:
     out["custom"] = files
     # The C runtime (--lang c), with one tiny kernel per arch so the payload headers are short.
     inp = targets.packed_input({arch: {f"debian/12/{arch}/6.1.0-1-{arch}": tiny_btf((arch,))}
-                                for arch in render.ARCHES})
+                                for arch in render.ARCHES}, version=c.TARGET.payload_version)
     out["c"] = {name: data.decode() for name, data in targets.render_files(c.TARGET, inp).items()}
     return out

@@ -34,13 +34,14 @@ COMPILERS = ("gcc", "clang")
 
 
 def vector_payloads() -> dict[str, bytes]:
-    return {arch: pack.pack(arch, entries)[0]
+    return {arch: pack.pack(arch, entries, version=c.TARGET.payload_version)[0]
             for arch, entries in lookup_vectors.blobs(VECTORS).items()}
 
 
 def render_into(dest: Path, env_prefix: str = "BTFGEN") -> Path:
     inp = targets.packed_input(lookup_vectors.blobs(VECTORS),
-                               options=targets.TargetOptions(env_prefix=env_prefix))
+                               options=targets.TargetOptions(env_prefix=env_prefix),
+                               version=c.TARGET.payload_version)
     dest.mkdir(parents=True, exist_ok=True)
     for name, data in targets.render_files(c.TARGET, inp).items():
         (dest / name).write_bytes(data)

@@ -53,7 +53,8 @@ def test_loader_helpers_compile(crate: str, version: str, main: str, target: str
     src = tmp_path / "src"
     src.mkdir()
     shutil.copy(SOURCES / main, src / "main.rs")
-    inp = targets.packed_input(lookup_vectors.blobs(lookup_vectors.load()))
+    inp = targets.packed_input(lookup_vectors.blobs(lookup_vectors.load()),
+                               version=rust.TARGET.payload_version)
     for name, data in targets.render_files(rust.TARGET, inp).items():
         (src / name).write_bytes(data)
     (tmp_path / "Cargo.toml").write_text(

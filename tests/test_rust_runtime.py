@@ -33,7 +33,8 @@ CRATE = Path(__file__).resolve().parent / "rusttest"
 
 def render_into(dest: Path, env_prefix: str = "BTFGEN") -> Path:
     inp = targets.packed_input(lookup_vectors.blobs(VECTORS),
-                               options=targets.TargetOptions(env_prefix=env_prefix))
+                               options=targets.TargetOptions(env_prefix=env_prefix),
+                               version=rust.TARGET.payload_version)
     dest.mkdir(parents=True, exist_ok=True)
     for name, data in targets.render_files(rust.TARGET, inp).items():
         (dest / name).write_bytes(data)

@@ -16,11 +16,11 @@ adding a module here, its templates in templates/, and a line in TARGETS.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gobtfgen.errors import Problem, UsageError
-from gobtfgen.pack import PackStats
+from gobtfgen.pack import VERSION, PackStats
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +64,9 @@ class Target:
     render: Callable[[TargetInput], Rendered]
     # The file holding an arch's payload, for the manifest and the summary (None: no such file).
     payload_file: Callable[[str], str | None] = field(default=_no_payload_file)
+    # The payload format version its runtime reads (docs/payload-format.md, "Versions and
+    # targets"): the pipeline packs with it.
+    payload_version: int = VERSION
 
 
 def _targets() -> dict[str, Target]:
@@ -99,22 +102,33 @@ def parse_formats(value: str) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in wanted)
 
 
+def payload_version(selected: Sequence[Target]) -> int:
+    """The payload version to pack for these targets: that of the one that holds a payload
+    (a run writes at most one runtime), else the newest."""
+    from gobtfgen.keys import ARCHES
+
+    return next((t.payload_version for t in selected if t.payload_file(ARCHES[0]) is not None),
+                VERSION)
+
+
 def render_files(target: Target, inp: TargetInput) -> dict[str, bytes]:
     """Everything one target writes for these inputs (its static files and the rest)."""
     return {**target.static(inp.options), **target.render(inp).files}
 
 
 def packed_input(btfs_by_arch: Mapping[str, Mapping[str, bytes]], *,
-                 options: TargetOptions | None = None) -> TargetInput:
+                 options: TargetOptions | None = None, version: int = VERSION) -> TargetInput:
     """The input of the targets for {arch: {key: minimized BTF}}, packed as the pipeline packs
-    it (every btfhub arch gets a payload, empty when it has no kernel)."""
+    it (every btfhub arch gets a payload, empty when it has no kernel) in payload format
+    `version` (a target's payload_version)."""
     from gobtfgen.keys import ARCHES
     from gobtfgen.pack import pack
 
     payloads: dict[str, bytes] = {}
     stats: dict[str, PackStats] = {}
     for arch in ARCHES:
-        payloads[arch], stats[arch] = pack(arch, dict(btfs_by_arch.get(arch, {})))
+        payloads[arch], stats[arch] = pack(arch, dict(btfs_by_arch.get(arch, {})),
+                                           version=version)
     btfs = {k: v for entries in btfs_by_arch.values() for k, v in entries.items()}
     return TargetInput(options=options or TargetOptions(), payloads=payloads, stats=stats,
                        btfs=btfs)
