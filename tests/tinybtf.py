@@ -20,8 +20,10 @@ def tiny_btf(name: str, *, padding: int = 0) -> bytes:
 
     padding adds unreferenced strings, to give benchmark blobs a realistic size.
     """
-    strings = b"\0int\0v\0" + name.encode() + b"\0"
-    name_int, name_v, name_struct = 1, 5, 7
+    # Strings in first-use order, as bpftool and gobtfgen's minimizers write them, so the
+    # payload stores these blobs as nodes (tests/test_pack.py checks that).
+    strings = b"\0int\0" + name.encode() + b"\0v\0"
+    name_int, name_struct, name_v = 1, 5, 6 + len(name.encode())
     strings += b"".join(b"pad_%06d\0" % i for i in range(padding))
     types = struct.pack("<IIII", name_int, _KIND_INT << 24, 4, (1 << 24) | 32)
     types += struct.pack("<III", name_struct, (_KIND_STRUCT << 24) | 1, 4)

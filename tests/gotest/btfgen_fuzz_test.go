@@ -5,6 +5,7 @@ package btfgen
 // seconds; testdata/fuzz holds their seed corpora.
 
 import (
+	"hash/crc32"
 	"os"
 	"strings"
 	"testing"
@@ -17,7 +18,7 @@ func FuzzPayload(f *testing.F) {
 		}
 	}
 	f.Add([]byte{})
-	f.Add([]byte("GBTF\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"))
+	f.Add([]byte("GBTF\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		x, err := btfgenParsePayload(data)
 		if err != nil {
@@ -31,9 +32,8 @@ func FuzzPayload(f *testing.F) {
 				t.Fatalf("keys not sorted: %q >= %q", x.keys[i-1], x.keys[i])
 			}
 			if blob, err := x.blob(i); err == nil {
-				if uint32(len(blob)) != x.blobs[x.entryBlob[i]].length {
-					t.Fatalf("blob %d: %d bytes, index says %d", i, len(blob),
-						x.blobs[x.entryBlob[i]].length)
+				if crc32.ChecksumIEEE(blob) != x.kernels[x.entryKernel[i]].crc {
+					t.Fatalf("blob %d handed out with a wrong checksum", i)
 				}
 				_, _ = x.spec(i)
 			}
