@@ -84,6 +84,8 @@ GROUP_TARGET = 64 << 10
 # bases at most MAX_CHAIN long, so a lookup decodes a few short lists at most.
 BASE_CANDIDATES = 8
 MAX_CHAIN = 16
+# Readers reject a kernel list longer than this (docs/payload-format.md, "Node lists").
+MAX_LIST = 1 << 20
 # List program opcodes (low 2 bits of each op; the argument is op >> 2).
 OP_COPY, OP_SKIP, OP_NEW, OP_NODE = 0, 1, 2, 3
 
@@ -485,8 +487,8 @@ def _pack_v2(arch: str, entries: Mapping[str, bytes], *, order: str) -> tuple[by
     for blob_no in placement:
         types = parse_types(blobs[blob_no])
         # Only what rebuilds to the very same bytes is stored as nodes.
-        parsed.append(types if types is not None and build_btf(types) == blobs[blob_no]
-                      else None)
+        parsed.append(types if types is not None and len(types) <= MAX_LIST
+                      and build_btf(types) == blobs[blob_no] else None)
     node_rows = [row for row, types in enumerate(parsed) if types is not None]
     cls, refs, anchors = hash_cons([parsed[row] or [] for row in node_rows])
     anchor_name = {-2 - a: name for name, a in anchors.items()}
@@ -556,6 +558,12 @@ def _pack_v2(arch: str, entries: Mapping[str, bytes], *, order: str) -> tuple[by
                       for role, cell in zip(t.roles[2:], t.cells[2:], strict=True)
                       if role in (_T, _S)]
             derived = bool(name) and last_of_name.get(name) == (info, shared)
+            if derived:
+                # Readers bound a node by the bytes it takes (4 words a byte, plus 4); only a
+                # derived node of a kind without literal words could exceed it.
+                taken = len(_uvarint(name << 1 | 1)) + sum(
+                    1 for role in t.roles[2:] if role in (_L, _D))
+                derived = len(t.roles) - 2 <= 4 * taken + 4
             if name:
                 last_of_name[name] = (info, shared)
             if derived:
@@ -876,6 +884,7 @@ class Payload2:
         if c.pos != len(index):
             raise PayloadError("payload index has trailing bytes")
         self._inflated: dict[int, bytes] = {}
+        self.derived: set[int] = set()  # nodes decoded so far that were stored derived
 
     def unpack(self) -> tuple[str, dict[str, bytes]]:
         built: dict[int, bytes] = {}
@@ -924,8 +933,8 @@ class Payload2:
                     fresh += arg
                 else:
                     lst.append(arg)
-                if len(lst) > self.node_count:
-                    raise PayloadError(f"payload: kernel {k} lists more nodes than there are")
+                if len(lst) > MAX_LIST:
+                    raise PayloadError(f"payload: kernel {k}: list too long")
         for node in lst:
             if not 1 <= node <= self.node_count:
                 raise PayloadError(f"payload: kernel {kernel} names node {node} of "
@@ -954,6 +963,7 @@ class Payload2:
             names, lits, types = (self._column(g, i) for i in (1, 2, 3))
             last_of_name: dict[int, _Node] = {}
             for node in range(row.first_node, row.first_node + row.nodes):
+                took = names.pos + lits.pos + types.pos
                 h = names.uvarint()
                 name = h >> 1
                 template = last_of_name.get(name) if h & 1 else None
@@ -977,7 +987,11 @@ class Payload2:
                         values.append(types.uvarint())
                     else:
                         values.append(names.uvarint())
+                if len(values) > 4 * (names.pos + lits.pos + types.pos - took) + 4:
+                    raise PayloadError(f"payload: node {node} is longer than its columns allow")
                 decoded = (name, info, values)
+                if template is not None:
+                    self.derived.add(node)
                 if name:
                     last_of_name[name] = decoded
                 if node in wanted:
