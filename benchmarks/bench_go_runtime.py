@@ -24,6 +24,7 @@ Targets (issue 3): native < 50 us; embedded < 5 ms and < 2 MB allocated at 2000 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import shutil
@@ -36,8 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gobtfgen import keys, render  # noqa: E402
-from gobtfgen.pack import pack  # noqa: E402
+from gobtfgen import keys, pack, render  # noqa: E402
+from gobtfgen.btf import STRUCT  # noqa: E402
 from gobtfgen.targets import go  # noqa: E402
 from tests.gomod import find_go, make_module, run_go  # noqa: E402
 from tests.test_go_runtime import copy_go_tests, render_package  # noqa: E402
@@ -81,13 +82,26 @@ def real_blobs(arch: str, tmp: Path) -> list[bytes]:
 
 
 def unique(blob: bytes, n: int) -> bytes:
-    """The blob with one more (unreferenced) string, so it does not dedup with its siblings."""
-    magic, version, flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
-        "<HBBIIIII", blob)
-    extra = b"bench_%06d\0" % n
-    header = struct.pack("<HBBIIIII", magic, version, flags, hdr_len, type_off, type_len,
-                         str_off, str_len + len(extra))
-    return header + blob[24:] + extra
+    """Kernel n's variant of a blob: its three biggest structs grow and one member moves, as a
+    kernel build of another config or release moves them, so no two kernels dedup and each
+    brings new type nodes (payload version 2 shares everything else). A blob not in
+    bpftool's layout gets one more unreferenced string instead (the payload stores it whole)."""
+    types = pack.parse_types(blob)
+    if types is None:
+        magic, version, flags, hdr_len, type_off, type_len, str_off, str_len = \
+            struct.unpack_from("<HBBIIIII", blob)
+        extra = b"bench_%06d\0" % n
+        header = struct.pack("<HBBIIIII", magic, version, flags, hdr_len, type_off, type_len,
+                             str_off, str_len + len(extra))
+        return header + blob[24:] + extra
+    composite = sorted((i for i, t in enumerate(types) if (t.cells[1] >> 24) & 0x1F == STRUCT
+                        and t.cells[1] & 0xFFFF), key=lambda i: -(types[i].cells[1] & 0xFFFF))
+    for j, i in enumerate(composite[:3]):
+        cells = list(types[i].cells)
+        cells[2] += 8 * (n + 1) + j  # bytes: room for the member moved below
+        cells[-1] += 8 * ((n * (j + 1)) % 16)  # the last member's bit offset
+        types[i] = dataclasses.replace(types[i], cells=tuple(cells))
+    return pack.build_btf(types)
 
 
 def payload_entries(n: int, arch: str, bases: list[bytes]) -> dict[str, bytes]:
@@ -114,11 +128,14 @@ def run_size(n: int, arch: str, bases: list[bytes], args: argparse.Namespace,
     entries = payload_entries(n, arch, bases)
     files: dict[str, str | bytes] = {}
     for a in render.ARCHES:
-        payload, stats = pack(a, entries if a == arch else {})
+        payload, stats = pack.pack(a, entries if a == arch else {})
         files[go.payload_file(a)] = payload
         if a == arch:
+            old = pack.pack(a, entries, version=pack.LEGACY_VERSION)[1]
             print(f"  {n} kernels: payload {stats.payload_bytes / 1024:.0f} KiB "
-                  f"({stats.raw_bytes / 1024:.0f} KiB of BTF)")
+                  f"(version 1: {old.payload_bytes / 1024:.0f} KiB; "
+                  f"{stats.raw_bytes / 1024:.0f} KiB of BTF, {stats.nodes} nodes, "
+                  f"{stats.raw_kernels} kernels stored whole)", flush=True)
     files["testdata/lookup.json"] = "{}"
     make_module(mod, files=files)
     render_package(mod)

@@ -6,11 +6,12 @@
 Compiles eight tracer-style CO-RE objects with clang (tests/bpf: tracer, execsnoop, net,
 fields; benchmarks/bpf: opensnoop, tcpconnect, biolatency, runqlat), runs `gobtfgen generate`
 over the btfhub sample archive (the tests' kernel corpus when the sample is absent) and prints
-per arch: the payload of the key-order packer (gobtfgen before issue 17), of the similarity-order
-packer (the default now), and the sum of `bpftool gen min_core_btf` outputs for the same kernels
-and objects (one raw file per kernel: what lab3 and Inspektor Gadget embed), with the ratios.
-Target: payload <= 2% of the bpftool-minimized bytes. Then it runs bench_go_runtime.py at
-2,000 kernels (pick-and-rebuild time and heap; target 5 ms and 2 MB).
+per arch: the sum of `bpftool gen min_core_btf` outputs for the same kernels and objects (one
+raw file per kernel: what lab3 and Inspektor Gadget embed), the payload in the old format
+(version 1, whole minimized BTFs in similarity order) and in the new one (version 2, type
+nodes shared across kernels), with the ratios, and where the new payload's bytes go. Target:
+payload <= 2% of the bpftool-minimized bytes. Then it runs bench_go_runtime.py at 2,000
+kernels (pick-and-rebuild time and heap; target 5 ms and 2 MB).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gobtfgen.archive import read_kernel_btf  # noqa: E402
-from gobtfgen.pack import pack, unpack  # noqa: E402
+from gobtfgen.pack import LEGACY_VERSION, Payload2, pack, unpack  # noqa: E402
 from gobtfgen.targets import go  # noqa: E402
 
 TEST_OBJECTS = ("tracer", "execsnoop", "net", "fields")
@@ -62,6 +63,35 @@ def bpftool_raw(bpftool: str, archive: Path, keys: list[str], objects: list[Path
     return total, done
 
 
+def breakdown(payload: bytes) -> list[tuple[str, int]]:
+    """The parts of a version 2 payload, each deflated on its own (so they add up to about the
+    payload, not exactly: the payload deflates some of them together)."""
+    import struct
+    import zlib
+
+    def deflated(data: bytes) -> int:
+        comp = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+        return len(comp.compress(data) + comp.flush())
+
+    clen = struct.unpack_from("<I", payload, 8)[0]
+    index = zlib.decompress(payload[16:16 + clen], -15)
+    x = Payload2(payload, 16 + clen, index)
+    crcs = 4 * len(x.kernels)
+    parts = [("header", 16),
+             ("index: keys", deflated(x.index[x.entries_at:])),
+             ("index: kernel lists (programs)",
+              deflated(x.index[x.kernels_at:x.entries_at]) - crcs),
+             ("index: kernel crc32s", crcs),
+             ("index: shapes, groups, arch", deflated(x.index[:x.kernels_at]))]
+    columns = ("strings", "names", "lits (info, sizes, offsets)", "types (references)", "raw")
+    for g in range(len(x.groups)):
+        for col, name in enumerate(columns):
+            size = x.groups[g].lengths[col]
+            if size:
+                parts.append((f"group {g}: {name}", deflated(x._column(g, col).data)))
+    return parts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archive", type=Path, help="btfhub-layout archive (default: sample, "
@@ -90,8 +120,9 @@ def main() -> int:
             cmd += ["--object", str(obj)]
         subprocess.run(cmd, check=True, cwd=REPO)
         print(f"{len(objects)} objects over {archive}")
-        print(f"{'arch':<8} {'kernels':>7} {'bpftool raw':>11} {'key order':>15} "
-              f"{'similar order':>15}")
+        print(f"{'arch':<8} {'kernels':>7} {'bpftool raw':>11} {'old (v1)':>15} "
+              f"{'new (v2)':>15}")
+        breakdowns = []
         for arch in ("x86_64", "arm64"):
             payload = tmp / "out" / go.payload_file(arch)
             if not payload.exists():
@@ -100,14 +131,22 @@ def main() -> int:
             if not entries:
                 continue
             raw, done = bpftool_raw(bpftool, archive, sorted(entries), objects, tmp)
-            old = len(pack(arch, entries, order="key")[0])
-            new = len(pack(arch, entries, order="similar")[0])
+            old = len(pack(arch, entries, version=LEGACY_VERSION)[0])
+            new_payload, stats = pack(arch, entries)
+            new = len(new_payload)
             verdict = "meets target" if new <= TARGET * raw else "MISSES TARGET (2%)"
             failed |= new > TARGET * raw
             print(f"{arch:<8} {len(entries):>7} {raw:>11,} {old:>7,} {old / raw:>6.2%} "
                   f"{new:>7,} {new / raw:>6.2%}  {verdict}"
                   + ("" if done == len(entries) else f" (bpftool failed on "
                                                       f"{len(entries) - done} kernels)"))
+            breakdowns.append((arch, stats, breakdown(new_payload)))
+        for arch, stats, parts in breakdowns:
+            print(f"\n{arch}: {stats.blobs} unique minimized BTFs ({stats.unique_bytes:,} bytes "
+                  f"from gobtfgen's minimizer), {stats.nodes} type nodes, {stats.raw_kernels} "
+                  "stored whole; where the new payload's bytes go (each part deflated alone):")
+            for name, size in parts:
+                print(f"  {name:<34} {size:>7,}")
     if not args.skip_runtime:
         print("\nruntime pick-and-rebuild (bench_go_runtime.py --sizes 2000):", flush=True)
         proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_go_runtime.py"),

@@ -852,6 +852,7 @@ class Payload2:
         self.node_count, self.string_count = first_node - 1, first_string - 1
         self.kernels: list[_KernelRow] = []
         next_new = 1
+        self.kernels_at = c.pos  # where the kernel rows start (the benchmark's breakdown)
         for row in range(c.count()):
             tag = c.uvarint()
             crc = struct.unpack("<I", c.take(4))[0]
@@ -873,6 +874,7 @@ class Payload2:
                 if op & 3 == OP_NEW:
                     next_new += op >> 2
         self.entries: list[tuple[str, int]] = []
+        self.entries_at = c.pos
         for _ in range(c.count()):
             key = _text(c.take(c.uvarint()))
             kernel = c.uvarint()

@@ -743,7 +743,7 @@ func (x *btfgenIndex) lookup(osRelease, machine, release string) (int, string, e
 		first := x.find(cands[0])
 		unique := true
 		for _, k := range cands[1:] {
-			if x.entryBlob[x.find(k)] != x.entryBlob[first] {
+			if x.entryKernel[x.find(k)] != x.entryKernel[first] {
 				unique = false
 				break
 			}
@@ -777,33 +777,75 @@ func btfgenMin(a, b int) int {
 	return b
 }
 
-// The payload reader. Every offset, length and count is checked against the bytes that hold
-// it: a corrupt payload is an error, never a panic or a huge allocation.
+// The payload reader (gobtfgen's docs/payload-format.md, version 2). Every offset, length and
+// count is checked against the bytes that hold it: a corrupt payload is an error, never a
+// panic or a huge allocation.
 
 const (
 	btfgenHeaderLen   = 16
+	btfgenVersion     = 2
 	btfgenMaxIndexLen = 64 << 20
+	btfgenMaxGroupLen = 64 << 20
 	// DEFLATE inflates one byte to at most 1032 bytes; a declared length beyond that is a lie
 	// that must not turn into an allocation.
 	btfgenMaxRatio = 1032
 )
 
-type btfgenChunk struct{ off, clen, rawLen uint32 }
+// Word roles of a shape, and the columns of a group.
+const (
+	btfgenRoleLit = iota
+	btfgenRoleDelta
+	btfgenRoleType
+	btfgenRoleName
+)
 
-type btfgenBlob struct{ chunk, off, length, crc uint32 }
+const (
+	btfgenColStrings = iota
+	btfgenColNames
+	btfgenColLits
+	btfgenColTypes
+	btfgenColRaw
+	btfgenColumns
+)
+
+// btfgenShape is where the words of a record of one BTF kind are stored; head == "" means
+// the payload has no record of that kind.
+type btfgenShape struct{ head, group string }
+
+type btfgenGroup struct {
+	off, clen           uint32
+	nodes, strings      uint32
+	firstNode, firstStr uint32
+	lens                [btfgenColumns]uint32
+	size                uint32 // the columns together: the inflated stream
+}
+
+type btfgenKernel struct {
+	crc uint32
+	raw bool
+	// node form: rows back to the base (0: none), where its ops start in the index, its
+	// first fresh node
+	back, ops, firstNew uint32
+	// raw form: where its bytes are in its group's raw column
+	group, off, length uint32
+}
 
 type btfgenIndex struct {
-	arch      string
-	data      []byte // the data area: the chunks
-	chunks    []btfgenChunk
-	blobs     []btfgenBlob
-	keys      []string // sorted, unique
-	entryBlob []uint32
+	arch        string
+	data        []byte // the data area: the groups
+	index       string // the inflated index, for the kernels' list ops
+	shapes      []btfgenShape
+	groups      []btfgenGroup
+	nodeCount   uint32
+	stringCount uint32
+	kernels     []btfgenKernel
+	keys        []string // sorted, unique
+	entryKernel []uint32
 }
 
 var btfgenErrTruncated = errors.New("payload index truncated")
 
-// btfgenCursor reads the inflated index; the first error sticks.
+// btfgenCursor reads the inflated index or a column; the first error sticks.
 type btfgenCursor struct {
 	s   string
 	pos int
@@ -835,10 +877,32 @@ func (c *btfgenCursor) u32() uint32 {
 	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }
 
-// count reads a count of records of size bytes each and checks they fit in what is left.
-func (c *btfgenCursor) count(size int) int {
-	n := c.u32()
-	if c.err == nil && uint64(n)*uint64(size) > uint64(len(c.s)-c.pos) {
+// varint reads an unsigned LEB128 of at most 32 bits.
+func (c *btfgenCursor) varint() uint32 {
+	var v uint32
+	for shift := uint(0); c.err == nil; shift += 7 {
+		if c.pos >= len(c.s) {
+			c.err = btfgenErrTruncated
+			break
+		}
+		b := c.s[c.pos]
+		c.pos++
+		if shift == 28 && b > 0x0f {
+			c.err = errors.New("payload: varint over 32 bits")
+			break
+		}
+		v |= uint32(b&0x7f) << shift
+		if b < 0x80 {
+			return v
+		}
+	}
+	return 0
+}
+
+// count reads a count of items of at least one byte each and checks they fit in what is left.
+func (c *btfgenCursor) count() int {
+	n := c.varint()
+	if c.err == nil && uint64(n) > uint64(len(c.s)-c.pos) {
 		c.err = btfgenErrTruncated
 	}
 	if c.err != nil {
@@ -851,15 +915,10 @@ func btfgenInflatable(clen, rawLen uint32) bool {
 	return uint64(rawLen) <= uint64(clen)*btfgenMaxRatio+1024
 }
 
-// btfgenInflate inflates src, skips skip bytes and returns the next n.
-func btfgenInflate(src []byte, skip, n int) ([]byte, error) {
+// btfgenInflate inflates src, which must hold exactly n bytes.
+func btfgenInflate(src []byte, n int) ([]byte, error) {
 	r := flate.NewReader(bytes.NewReader(src))
 	defer r.Close()
-	if skip > 0 {
-		if _, err := io.CopyN(io.Discard, r, int64(skip)); err != nil {
-			return nil, err
-		}
-	}
 	out := make([]byte, n)
 	if _, err := io.ReadFull(r, out); err != nil {
 		return nil, err
@@ -874,56 +933,108 @@ func btfgenParsePayload(payload []byte) (*btfgenIndex, error) {
 		return &btfgenIndex{}, nil
 	}
 	if len(payload) < btfgenHeaderLen || string(payload[:4]) != "GBTF" {
-		return nil, errors.New("payload: not a gobtfgen payload (bad header); regenerate it")
+		return nil, errors.New("payload: not a gobtfgen payload (bad header); run " +
+			"`gobtfgen generate` again to regenerate it")
 	}
-	if payload[4] != 1 {
-		return nil, fmt.Errorf("payload: format version %d, this code reads 1; regenerate "+
-			"the Go code and the payload with the same gobtfgen", payload[4])
+	if v := payload[4]; v != btfgenVersion {
+		how := "a newer gobtfgen; regenerate this code with it"
+		if v < btfgenVersion {
+			how = "an older gobtfgen"
+		}
+		return nil, fmt.Errorf("payload: format version %d was written by %s; this code reads "+
+			"version %d: run `gobtfgen generate` again to regenerate the payload and this code",
+			v, how, btfgenVersion)
 	}
 	clen := binary.LittleEndian.Uint32(payload[8:])
 	ilen := binary.LittleEndian.Uint32(payload[12:])
 	if uint64(clen) > uint64(len(payload)-btfgenHeaderLen) || ilen > btfgenMaxIndexLen ||
-		!btfgenInflatable(clen, ilen) {
+		ilen < 4 || !btfgenInflatable(clen, ilen) {
 		return nil, errors.New("payload: index length out of range")
 	}
-	raw, err := btfgenInflate(payload[btfgenHeaderLen:btfgenHeaderLen+clen], 0, int(ilen))
+	raw, err := btfgenInflate(payload[btfgenHeaderLen:btfgenHeaderLen+clen], int(ilen))
 	if err != nil {
 		return nil, fmt.Errorf("payload: index: %w", err)
 	}
-	c := &btfgenCursor{s: string(raw)}
-	x := &btfgenIndex{data: payload[btfgenHeaderLen+clen:]}
-	x.arch = c.take(int(c.u16()))
-	n := c.count(12)
-	x.chunks = make([]btfgenChunk, n)
-	for i := range x.chunks {
-		ch := btfgenChunk{off: c.u32(), clen: c.u32(), rawLen: c.u32()}
-		if c.err == nil && (uint64(ch.off)+uint64(ch.clen) > uint64(len(x.data)) ||
-			!btfgenInflatable(ch.clen, ch.rawLen)) {
-			return nil, fmt.Errorf("payload: chunk %d out of range", i)
-		}
-		x.chunks[i] = ch
+	if crc32.ChecksumIEEE(raw[:ilen-4]) != binary.LittleEndian.Uint32(raw[ilen-4:]) {
+		return nil, errors.New("payload: index fails its checksum")
 	}
-	n = c.count(16)
-	x.blobs = make([]btfgenBlob, n)
-	for i := range x.blobs {
-		b := btfgenBlob{chunk: c.u32(), off: c.u32(), length: c.u32(), crc: c.u32()}
-		if c.err == nil && (uint64(b.chunk) >= uint64(len(x.chunks)) ||
-			uint64(b.off)+uint64(b.length) > uint64(x.chunks[b.chunk].rawLen)) {
-			return nil, fmt.Errorf("payload: blob %d out of range", i)
+	c := &btfgenCursor{s: string(raw[:ilen-4])}
+	x := &btfgenIndex{data: payload[btfgenHeaderLen+clen:], index: c.s}
+	x.arch = c.take(int(c.varint()))
+	x.shapes = make([]btfgenShape, c.count())
+	for i := range x.shapes {
+		head := c.take(int(c.varint()))
+		group := c.take(int(c.varint()))
+		for _, role := range []byte(head + group) {
+			if role > btfgenRoleName {
+				return nil, fmt.Errorf("payload: shape %d has unknown role %d", i, role)
+			}
 		}
-		x.blobs[i] = b
+		x.shapes[i] = btfgenShape{head: head, group: group}
 	}
-	n = c.count(6)
-	x.keys = make([]string, n)
-	x.entryBlob = make([]uint32, n)
-	for i := range x.keys {
-		x.keys[i] = c.take(int(c.u16()))
-		x.entryBlob[i] = c.u32()
+	x.groups = make([]btfgenGroup, c.count())
+	first, firstStr := uint64(1), uint64(1)
+	for i := range x.groups {
+		g := &x.groups[i]
+		g.off, g.clen, g.nodes, g.strings = c.varint(), c.varint(), c.varint(), c.varint()
+		size := uint64(0)
+		for j := range g.lens {
+			g.lens[j] = c.varint()
+			size += uint64(g.lens[j])
+		}
 		if c.err != nil {
 			break
 		}
-		if uint64(x.entryBlob[i]) >= uint64(len(x.blobs)) {
-			return nil, fmt.Errorf("payload: entry %d points past the blobs", i)
+		if uint64(g.off)+uint64(g.clen) > uint64(len(x.data)) || size > btfgenMaxGroupLen ||
+			!btfgenInflatable(g.clen, uint32(size)) || first+uint64(g.nodes) > 1<<32-1 ||
+			firstStr+uint64(g.strings) > 1<<32-1 {
+			return nil, fmt.Errorf("payload: group %d out of range", i)
+		}
+		g.size, g.firstNode, g.firstStr = uint32(size), uint32(first), uint32(firstStr)
+		first += uint64(g.nodes)
+		firstStr += uint64(g.strings)
+	}
+	x.nodeCount, x.stringCount = uint32(first-1), uint32(firstStr-1)
+	x.kernels = make([]btfgenKernel, c.count())
+	fresh := uint64(1)
+	for i := range x.kernels {
+		k := &x.kernels[i]
+		tag := c.varint()
+		k.crc = c.u32()
+		if c.err != nil {
+			break
+		}
+		if tag == 1 {
+			k.raw = true
+			k.group, k.off, k.length = c.varint(), c.varint(), c.varint()
+			if c.err == nil && (uint64(k.group) >= uint64(len(x.groups)) ||
+				uint64(k.off)+uint64(k.length) > uint64(x.groups[k.group].lens[btfgenColRaw])) {
+				return nil, fmt.Errorf("payload: kernel %d out of range", i)
+			}
+			continue
+		}
+		k.back = tag >> 1
+		if tag&1 != 0 || uint64(k.back) > uint64(i) || k.back > 0 && x.kernels[i-int(k.back)].raw {
+			return nil, fmt.Errorf("payload: kernel %d has a bad tag", i)
+		}
+		k.ops, k.firstNew = uint32(c.pos), uint32(btfgenMin64(fresh, 1<<32-1))
+		for n := c.count(); n > 0 && c.err == nil; n-- {
+			if op := c.varint(); op&3 == btfgenOpNew {
+				fresh += uint64(op >> 2)
+			}
+		}
+	}
+	n := c.count()
+	x.keys = make([]string, n)
+	x.entryKernel = make([]uint32, n)
+	for i := range x.keys {
+		x.keys[i] = c.take(int(c.varint()))
+		x.entryKernel[i] = c.varint()
+		if c.err != nil {
+			break
+		}
+		if uint64(x.entryKernel[i]) >= uint64(len(x.kernels)) {
+			return nil, fmt.Errorf("payload: entry %d points past the kernels", i)
 		}
 		if i > 0 && x.keys[i-1] >= x.keys[i] {
 			return nil, fmt.Errorf("payload: entries not sorted at %q", x.keys[i])
@@ -938,6 +1049,13 @@ func btfgenParsePayload(payload []byte) (*btfgenIndex, error) {
 	return x, nil
 }
 
+func btfgenMin64(a, b uint64) uint64 {
+	if a < b {
+		return a
+	}
+	return b
+}
+
 // find returns the entry of a key, or -1.
 func (x *btfgenIndex) find(key string) int {
 	i := sort.SearchStrings(x.keys, key)
@@ -947,15 +1065,457 @@ func (x *btfgenIndex) find(key string) int {
 	return -1
 }
 
-// blob inflates the one chunk that holds an entry's BTF, up to the end of that BTF only.
-func (x *btfgenIndex) blob(entry int) ([]byte, error) {
-	b := x.blobs[x.entryBlob[entry]]
-	ch := x.chunks[b.chunk]
-	data, err := btfgenInflate(x.data[ch.off:ch.off+ch.clen], int(b.off), int(b.length))
-	if err != nil {
-		return nil, fmt.Errorf("payload: chunk %d of %s: %w", b.chunk, x.keys[entry], err)
+// List ops of a kernel row (low 2 bits; the argument is op >> 2).
+const (
+	btfgenOpCopy = iota
+	btfgenOpSkip
+	btfgenOpNew
+	btfgenOpNode
+)
+
+// btfgenMaxList caps a kernel's list of nodes (a minimized BTF has hundreds of types, a whole
+// kernel's BTF under a million).
+const btfgenMaxList = 1 << 20
+
+// nodeList builds a kernel's list of nodes (local type id i+1 is node list[i]) from its chain
+// of bases, and checks that no node repeats in it.
+func (x *btfgenIndex) nodeList(kernel int) ([]uint32, error) {
+	chain := []int{kernel}
+	for k := kernel; x.kernels[k].back != 0; {
+		k -= int(x.kernels[k].back)
+		chain = append(chain, k)
 	}
-	if crc32.ChecksumIEEE(data) != b.crc {
+	var list, base []uint32
+	for i := len(chain) - 1; i >= 0; i-- {
+		k := &x.kernels[chain[i]]
+		c := &btfgenCursor{s: x.index, pos: int(k.ops)}
+		list, base = base[:0], list
+		at, fresh := 0, uint64(k.firstNew)
+		add := func(node uint64) {
+			if node == 0 || node > uint64(x.nodeCount) {
+				c.err = fmt.Errorf("node %d of %d", node, x.nodeCount)
+			} else if len(list) == btfgenMaxList {
+				c.err = errors.New("list too long")
+			} else {
+				list = append(list, uint32(node))
+			}
+		}
+		for n := c.count(); n > 0 && c.err == nil; n-- {
+			op := c.varint()
+			arg := int(op >> 2)
+			switch {
+			case arg == 0:
+				c.err = errors.New("empty list op")
+			case op&3 == btfgenOpCopy || op&3 == btfgenOpSkip:
+				if arg > len(base)-at {
+					c.err = errors.New("list op past its base")
+					break
+				}
+				if op&3 == btfgenOpCopy {
+					for _, node := range base[at : at+arg] {
+						add(uint64(node))
+					}
+				}
+				at += arg
+			case op&3 == btfgenOpNew:
+				for j := 0; j < arg && c.err == nil; j++ {
+					add(fresh)
+					fresh++
+				}
+			default:
+				add(uint64(arg))
+			}
+		}
+		if c.err != nil {
+			return nil, fmt.Errorf("payload: kernel %d: %w", chain[i], c.err)
+		}
+	}
+	sorted := append([]uint32(nil), list...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	for i := 1; i < len(sorted); i++ {
+		if sorted[i] == sorted[i-1] {
+			return nil, fmt.Errorf("payload: kernel %d lists node %d twice", kernel, sorted[i])
+		}
+	}
+	return list, nil
+}
+
+// btfgenLookup is one kernel's rebuild: the groups it inflated (each once, with one inflater).
+type btfgenLookup struct {
+	x        *btfgenIndex
+	groups   map[int][]byte
+	inflater io.ReadCloser
+}
+
+// group inflates group g's stream.
+func (l *btfgenLookup) group(g int) ([]byte, error) {
+	if data, ok := l.groups[g]; ok {
+		return data, nil
+	}
+	row := &l.x.groups[g]
+	src := bytes.NewReader(l.x.data[row.off : row.off+row.clen])
+	if l.inflater == nil {
+		l.inflater = flate.NewReader(src)
+	} else if err := l.inflater.(flate.Resetter).Reset(src, nil); err != nil {
+		return nil, fmt.Errorf("payload: group %d: %w", g, err)
+	}
+	data := make([]byte, row.size)
+	if _, err := io.ReadFull(l.inflater, data); err != nil {
+		return nil, fmt.Errorf("payload: group %d: %w", g, err)
+	}
+	l.groups[g] = data
+	return data, nil
+}
+
+// btfgenColumn reads varints from a column of an inflated group; the first error sticks.
+type btfgenColumn struct {
+	b   []byte
+	pos int
+	err error
+}
+
+// varint reads an unsigned LEB128 of at most 32 bits (as btfgenCursor.varint).
+func (c *btfgenColumn) varint() uint32 {
+	var v uint32
+	for shift := uint(0); c.err == nil; shift += 7 {
+		if c.pos >= len(c.b) {
+			c.err = errors.New("payload: group column truncated")
+			break
+		}
+		b := c.b[c.pos]
+		c.pos++
+		if shift == 28 && b > 0x0f {
+			c.err = errors.New("payload: varint over 32 bits")
+			break
+		}
+		v |= uint32(b&0x7f) << shift
+		if b < 0x80 {
+			return v
+		}
+	}
+	return 0
+}
+
+// column returns one column of an inflated group.
+func (l *btfgenLookup) column(g int, data []byte, col int) []byte {
+	at := uint32(0)
+	for j := 0; j < col; j++ {
+		at += l.x.groups[g].lens[j]
+	}
+	return data[at : at+l.x.groups[g].lens[col]]
+}
+
+// btfgenNode is a decoded node: its name (a string number), info, and the words after the
+// info word as stored (literals rebuilt; type and name words as the payload holds them) at
+// vals[start:end] of the rebuild's arena.
+type btfgenNode struct {
+	name, info uint32
+	start, end int
+}
+
+// btfgenTemplate is where a full node's name and type words start in their columns: a
+// derived node of its name reads them again from there.
+type btfgenTemplate struct {
+	info         uint32
+	names, types int
+}
+
+// shape returns the roles of a record with this info word.
+func (x *btfgenIndex) shape(info uint32) (head, group string, count int, err error) {
+	kind := int(info >> 24 & 0x1f)
+	if kind >= len(x.shapes) || x.shapes[kind].head == "" {
+		return "", "", 0, fmt.Errorf("payload: a node of kind %d, which has no shape", kind)
+	}
+	s := x.shapes[kind]
+	if s.group != "" {
+		count = int(info & 0xffff)
+	}
+	return s.head, s.group, count, nil
+}
+
+// btfgenRole is the role of word pos (after the info word) of a record of this shape.
+func btfgenRole(head, group string, pos int) byte {
+	if pos < len(head) {
+		return head[pos]
+	}
+	return group[(pos-len(head))%len(group)]
+}
+
+// decodeGroup decodes the nodes of group g in order, up to the last of want (sorted), and
+// keeps those in want in out, their words appended to *vals. A node may be at most 4 words
+// longer than 4 times the column bytes it took (docs/payload-format.md): that bounds the work
+// by the group's size.
+func (l *btfgenLookup) decodeGroup(g int, want []uint32, out map[uint32]btfgenNode,
+	vals *[]uint32) error {
+	data, err := l.group(g)
+	if err != nil {
+		return err
+	}
+	row := &l.x.groups[g]
+	names := &btfgenColumn{b: l.column(g, data, btfgenColNames)}
+	lits := &btfgenColumn{b: l.column(g, data, btfgenColLits)}
+	types := &btfgenColumn{b: l.column(g, data, btfgenColTypes)}
+	last := make(map[uint32]btfgenTemplate)
+	var cur []uint32
+	for i := uint32(0); i < row.nodes && len(want) > 0; i++ {
+		node := row.firstNode + i
+		took := names.pos + lits.pos + types.pos
+		h := names.varint()
+		name, derived := h>>1, h&1 != 0
+		var info uint32
+		var tmplNames, tmplTypes *btfgenColumn
+		if derived {
+			t, ok := last[name]
+			if !ok || name == 0 {
+				return fmt.Errorf("payload: node %d derives from a name no earlier node of "+
+					"its group has", node)
+			}
+			info = t.info
+			tmplNames = &btfgenColumn{b: names.b, pos: t.names}
+			tmplTypes = &btfgenColumn{b: types.b, pos: t.types}
+		} else {
+			v := lits.varint()
+			info = v>>8 | v<<24
+			if name != 0 {
+				last[name] = btfgenTemplate{info: info, names: names.pos, types: types.pos}
+			}
+		}
+		head, group, count, err := l.x.shape(info)
+		if err != nil {
+			return err
+		}
+		words := len(head) + len(group)*count
+		cur = cur[:0]
+		for pos := 0; pos < words; pos++ {
+			if pos&63 == 0 && uint64(pos) > 4*uint64(names.pos+lits.pos+types.pos-took)+4 {
+				break // checked exactly below; stops a lying node early
+			}
+			var w uint32
+			switch role := btfgenRole(head, group, pos); {
+			case role == btfgenRoleLit:
+				w = lits.varint()
+			case role == btfgenRoleDelta:
+				var prev uint32
+				if pos-len(group) >= len(head) {
+					prev = cur[pos-len(group)]
+				}
+				d := lits.varint()
+				w = prev + (d>>1 ^ -(d & 1))
+			case role == btfgenRoleType && derived:
+				w = tmplTypes.varint()
+			case role == btfgenRoleType:
+				w = types.varint()
+			case derived:
+				w = tmplNames.varint()
+			default:
+				w = names.varint()
+			}
+			cur = append(cur, w)
+		}
+		for _, c := range []*btfgenColumn{names, lits, types, tmplNames, tmplTypes} {
+			if c != nil && c.err != nil {
+				return fmt.Errorf("payload: group %d node %d: %w", g, node, c.err)
+			}
+		}
+		if uint64(words) > 4*uint64(names.pos+lits.pos+types.pos-took)+4 {
+			return fmt.Errorf("payload: node %d is longer than its columns allow", node)
+		}
+		if node == want[0] {
+			want = want[1:]
+			out[node] = btfgenNode{name: name, info: info, start: len(*vals),
+				end: len(*vals) + words}
+			*vals = append(*vals, cur...)
+		}
+	}
+	if len(want) > 0 && want[0] < row.firstNode+row.nodes {
+		return fmt.Errorf("payload: group %d ends before node %d", g, want[0])
+	}
+	return nil
+}
+
+// groupOf returns the group holding node n (or string n).
+func (x *btfgenIndex) groupOf(n uint32, strings bool) int {
+	return sort.Search(len(x.groups), func(g int) bool {
+		if strings {
+			return x.groups[g].firstStr+x.groups[g].strings > n
+		}
+		return x.groups[g].firstNode+x.groups[g].nodes > n
+	})
+}
+
+// btfgenSortU32 sorts in place.
+func btfgenSortU32(s []uint32) {
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+}
+
+// rebuild writes the minimized BTF of a node-form kernel (docs/payload-format.md,
+// "Rebuilding a kernel's BTF").
+func (l *btfgenLookup) rebuild(kernel int) ([]byte, error) {
+	x := l.x
+	list, err := x.nodeList(kernel)
+	if err != nil {
+		return nil, err
+	}
+	local := make(map[uint32]uint32, len(list))
+	for i, node := range list {
+		local[node] = uint32(i + 1)
+	}
+	want := append([]uint32(nil), list...)
+	btfgenSortU32(want)
+	nodes := make(map[uint32]btfgenNode, len(list))
+	var vals []uint32
+	for len(want) > 0 {
+		g := x.groupOf(want[0], false)
+		end := sort.Search(len(want), func(i int) bool {
+			return want[i] >= x.groups[g].firstNode+x.groups[g].nodes
+		})
+		if err := l.decodeGroup(g, want[:end], nodes, &vals); err != nil {
+			return nil, err
+		}
+		want = want[end:]
+	}
+	// Anchors (a name held by one type of the kernel), and the strings the kernel uses.
+	anchors := make(map[uint32]int64, len(list))
+	strs := want[:0]
+	for i, node := range list {
+		n := nodes[node]
+		if n.name != 0 {
+			if _, dup := anchors[n.name]; dup {
+				anchors[n.name] = -1
+			} else {
+				anchors[n.name] = int64(i + 1)
+			}
+			strs = append(strs, n.name)
+		}
+		head, group, _, err := x.shape(n.info)
+		if err != nil {
+			return nil, err
+		}
+		for pos, w := range vals[n.start:n.end] {
+			if btfgenRole(head, group, pos) == btfgenRoleName && w != 0 {
+				strs = append(strs, w)
+			}
+		}
+	}
+	texts, err := l.strings(strs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 24, 24+4*len(vals)+8*len(list))
+	strTab := make([]byte, 1, 1+16*len(texts))
+	offsets := make(map[uint32]uint32, len(texts))
+	str := func(s uint32) uint32 {
+		if s == 0 {
+			return 0
+		}
+		off, ok := offsets[s]
+		if !ok {
+			off = uint32(len(strTab))
+			offsets[s] = off
+			strTab = append(append(strTab, texts[s]...), 0)
+		}
+		return off
+	}
+	for _, node := range list {
+		n := nodes[node]
+		out = btfgenAppend32(out, str(n.name))
+		out = btfgenAppend32(out, n.info)
+		head, group, _, _ := x.shape(n.info)
+		for pos, w := range vals[n.start:n.end] {
+			switch btfgenRole(head, group, pos) {
+			case btfgenRoleType:
+				switch {
+				case w == 0:
+				case w&1 != 0:
+					id := anchors[w>>1]
+					if id <= 0 {
+						return nil, fmt.Errorf("payload: kernel %d: no single type named by "+
+							"string %d", kernel, w>>1)
+					}
+					w = uint32(id)
+				default:
+					id, ok := local[w>>1-1]
+					if !ok {
+						return nil, fmt.Errorf("payload: kernel %d: a node refers to a node "+
+							"the kernel lacks", kernel)
+					}
+					w = id
+				}
+			case btfgenRoleName:
+				w = str(w)
+			}
+			out = btfgenAppend32(out, w)
+		}
+	}
+	typeLen := uint32(len(out) - 24)
+	binary.LittleEndian.PutUint16(out[0:], 0xeb9f)
+	out[2], out[3] = 1, 0 // version 1, flags 0
+	binary.LittleEndian.PutUint32(out[4:], 24)
+	binary.LittleEndian.PutUint32(out[8:], 0)
+	binary.LittleEndian.PutUint32(out[12:], typeLen)
+	binary.LittleEndian.PutUint32(out[16:], typeLen)
+	binary.LittleEndian.PutUint32(out[20:], uint32(len(strTab)))
+	return append(out, strTab...), nil
+}
+
+// btfgenAppend32 appends a little-endian word (binary.LittleEndian.AppendUint32 needs Go 1.19).
+func btfgenAppend32(b []byte, w uint32) []byte {
+	return append(b, byte(w), byte(w>>8), byte(w>>16), byte(w>>24))
+}
+
+// strings returns the text of the string numbers in want (any order, repeats allowed; want
+// is sorted in place), as slices of the inflated groups.
+func (l *btfgenLookup) strings(want []uint32) (map[uint32][]byte, error) {
+	x := l.x
+	btfgenSortU32(want)
+	texts := make(map[uint32][]byte, len(want))
+	for len(want) > 0 {
+		if want[0] == 0 || want[0] > x.stringCount {
+			return nil, fmt.Errorf("payload: string %d of %d", want[0], x.stringCount)
+		}
+		g := x.groupOf(want[0], true)
+		data, err := l.group(g)
+		if err != nil {
+			return nil, err
+		}
+		col := l.column(g, data, btfgenColStrings)
+		row := &x.groups[g]
+		for s := row.firstStr; s < row.firstStr+row.strings && len(want) > 0; s++ {
+			end := bytes.IndexByte(col, 0)
+			if end <= 0 {
+				return nil, fmt.Errorf("payload: group %d: string column short or an empty "+
+					"string in it", g)
+			}
+			for len(want) > 0 && want[0] == s {
+				texts[s] = col[:end]
+				want = want[1:]
+			}
+			col = col[end+1:]
+		}
+	}
+	return texts, nil
+}
+
+// blob returns an entry's minimized BTF: rebuilt from its nodes, or its raw bytes, checked
+// against the crc32 the packer recorded.
+func (x *btfgenIndex) blob(entry int) ([]byte, error) {
+	kernel := int(x.entryKernel[entry])
+	k := &x.kernels[kernel]
+	l := &btfgenLookup{x: x, groups: make(map[int][]byte)}
+	var data []byte
+	if k.raw {
+		inflated, err := l.group(int(k.group))
+		if err != nil {
+			return nil, err
+		}
+		data = l.column(int(k.group), inflated, btfgenColRaw)[k.off : k.off+k.length]
+	} else {
+		var err error
+		if data, err = l.rebuild(kernel); err != nil {
+			return nil, fmt.Errorf("%s: %w", x.keys[entry], err)
+		}
+	}
+	if crc32.ChecksumIEEE(data) != k.crc {
 		return nil, fmt.Errorf("payload: BTF of %s fails its checksum", x.keys[entry])
 	}
 	return data, nil
