@@ -146,7 +146,7 @@ def main() -> int:
                   f"from gobtfgen's minimizer), {stats.nodes} type nodes, {stats.raw_kernels} "
                   "stored whole; where the new payload's bytes go (each part deflated alone):")
             for name, size in parts:
-                print(f"  {name:<34} {size:>7,}")
+                print(f"  {name:<38} {size:>7,}")
     if not args.skip_runtime:
         print("\nruntime pick-and-rebuild (bench_go_runtime.py --sizes 2000):", flush=True)
         proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_go_runtime.py"),

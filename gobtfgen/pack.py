@@ -1081,3 +1081,13 @@ class Payload2:
         body = struct.pack(f"<{len(words)}I", *words)
         return BTF_HEADER.pack(BTF_MAGIC, 1, 0, BTF_HEADER.size, 0, len(body), len(body),
                                len(strings)) + body + bytes(strings)
+
+
+def raw_kernel_count(payload: bytes) -> int:
+    """How many kernels a version 2 payload stores whole rather than as nodes (tests and
+    benchmarks check that real minimized BTFs all go the node way)."""
+    if len(payload) < HEADER.size or payload[4] != VERSION:
+        raise PayloadError("not a version 2 payload")
+    _, _, _, _, index_clen, index_len = HEADER.unpack_from(payload)
+    index = _inflate(payload[HEADER.size:HEADER.size + index_clen], index_len, "index")
+    return sum(k.raw for k in Payload2(payload, HEADER.size + index_clen, index).kernels)
