@@ -79,10 +79,12 @@ BTF_MAGIC = 0xEB9F
 # bytes of columns per group keeps a lookup's inflation bounded at full-archive scale while
 # a sample-sized payload stays one group (each group costs a DEFLATE header).
 GROUP_TARGET = 64 << 10
-# A kernel's node list is a program over a similar earlier kernel's list (its base): the
-# packer tries the BASE_CANDIDATES kernels before it in payload order and keeps chains of
-# bases at most MAX_CHAIN long, so a lookup decodes a few short lists at most.
+# A kernel's node list is a program over a similar earlier kernel's list (its base): of the
+# BASE_CANDIDATES kernels before it in payload order, the PROGRAMS_TRIED sharing the most nodes
+# are tried, and chains of bases stay at most MAX_CHAIN long, so a lookup decodes a few short
+# lists at most.
 BASE_CANDIDATES = 8
+PROGRAMS_TRIED = 3
 MAX_CHAIN = 16
 # Readers reject a kernel list longer than this (docs/payload-format.md, "Node lists").
 MAX_LIST = 1 << 20
@@ -606,13 +608,15 @@ def _pack_v2(arch: str, entries: Mapping[str, bytes], *, order: str) -> tuple[by
             continue
         lst = lists[row]
         first_new = seen_nodes + 1
+        # The candidates sharing the most nodes get a program each (difflib is the packer's
+        # slowest step at thousands of kernels); no base at all is always a candidate.
+        members = set(lst)
+        shared = sorted(((-len(members.intersection(lists[row - back])), back)
+                         for back in range(1, BASE_CANDIDATES + 1)
+                         if row - back in lists and depth[row - back] < MAX_CHAIN))
         best: tuple[int, bytes] | None = None
-        for back in range(0, BASE_CANDIDATES + 1):
-            base_row = row - back
-            if back and (base_row < 0 or base_row not in lists
-                         or depth[base_row] + 1 > MAX_CHAIN):
-                continue
-            program = list_program(lst, lists[base_row] if back else [], first_new)
+        for back in [0] + [b for _, b in shared[:PROGRAMS_TRIED]]:
+            program = list_program(lst, lists[row - back] if back else [], first_new)
             if best is None or len(program) < len(best[1]):
                 best = (back, program)
         assert best is not None
