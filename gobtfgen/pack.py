@@ -201,18 +201,20 @@ def _unique_blobs(entries: Mapping[str, bytes]) -> tuple[list[str], list[bytes],
 
 
 def pack(arch: str, entries: Mapping[str, bytes], *, version: int = VERSION,
-         order: str = "similar") -> tuple[bytes, PackStats]:
+         order: str = "similar", group_target: int | None = None) -> tuple[bytes, PackStats]:
     """Build the payload for one arch from {key: minimized BTF}. Same input, same bytes.
 
     version 2 is the node format; version 1 the whole-blob chunks (for runtimes that do not
     read version 2 yet, and the benchmark's comparison). order="key" keeps blobs (version 1)
     or kernels (version 2) in key order of first use instead of similarity order; both orders
-    are the same format, readers find everything through the index."""
+    are the same format, readers find everything through the index. group_target (version
+    2) is the column bytes after which a new group starts (tests make it small)."""
     if version == LEGACY_VERSION:
         return _pack_v1(arch, entries, order=order)
     if version != VERSION:
         raise ValueError(f"payload format version {version}: gobtfgen writes {VERSIONS}")
-    return _pack_v2(arch, entries, order=order)
+    return _pack_v2(arch, entries, order=order,
+                    group_target=GROUP_TARGET if group_target is None else group_target)
 
 
 def _pack_v1(arch: str, entries: Mapping[str, bytes], *, order: str) -> tuple[bytes, PackStats]:
@@ -481,7 +483,8 @@ def list_program(lst: Sequence[int], base: Sequence[int], first_new: int) -> byt
     return _uvarint(len(ops)) + b"".join(_uvarint(arg << 2 | op) for op, arg in ops)
 
 
-def _pack_v2(arch: str, entries: Mapping[str, bytes], *, order: str) -> tuple[bytes, PackStats]:
+def _pack_v2(arch: str, entries: Mapping[str, bytes], *, order: str,
+             group_target: int) -> tuple[bytes, PackStats]:
     keys, blobs, entry_blob = _unique_blobs(entries)
     placement = similarity_order(blobs) if order == "similar" else list(range(len(blobs)))
     row_of = {blob_no: row for row, blob_no in enumerate(placement)}
@@ -543,7 +546,7 @@ def _pack_v2(arch: str, entries: Mapping[str, bytes], *, order: str) -> tuple[by
         while node_done < last:
             node_done += 1
             g = groups[-1]
-            if g.nodes and g.size() >= GROUP_TARGET:
+            if g.nodes and g.size() >= group_target:
                 groups.append(_new_group(node_done, len(string_no) + 1))
                 g = groups[-1]
                 last_of_name.clear()
@@ -611,9 +614,9 @@ def _pack_v2(arch: str, entries: Mapping[str, bytes], *, order: str) -> tuple[by
         # The candidates sharing the most nodes get a program each (difflib is the packer's
         # slowest step at thousands of kernels); no base at all is always a candidate.
         members = set(lst)
-        shared = sorted(((-len(members.intersection(lists[row - back])), back)
+        shared = sorted((-len(members.intersection(lists[row - back])), back)
                          for back in range(1, BASE_CANDIDATES + 1)
-                         if row - back in lists and depth[row - back] < MAX_CHAIN))
+                         if row - back in lists and depth[row - back] < MAX_CHAIN)
         best: tuple[int, bytes] | None = None
         for back in [0] + [b for _, b in shared[:PROGRAMS_TRIED]]:
             program = list_program(lst, lists[row - back] if back else [], first_new)

@@ -172,10 +172,10 @@ def test_cyclic_types_merge_across_kernels_whatever_their_ids() -> None:
 def test_many_groups_and_long_base_chains(monkeypatch: pytest.MonkeyPatch) -> None:
     # Small groups and chains: a lookup gathers nodes and strings from several groups and
     # follows its kernel's bases.
-    monkeypatch.setattr(pack, "GROUP_TARGET", 100)
     monkeypatch.setattr(pack, "MAX_CHAIN", 3)
     entries = family(40)
-    payload, stats = v2(entries)
+    payload, stats = pack.pack("x86_64", entries, group_target=100)
+    assert pack.unpack(payload)[1] == entries
     x = decoder(payload)
     assert len(x.groups) > 3
     assert any(g.strings == 0 for g in x.groups[1:])  # strings from earlier groups

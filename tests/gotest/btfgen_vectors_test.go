@@ -453,6 +453,71 @@ func TestKeysAndRaw(t *testing.T) {
 	}
 }
 
+// TestOldPayloadFormat: a payload of format version 1 (an older gobtfgen's) next to this code
+// is an error telling the user to run gobtfgen generate again, not a lookup miss or a panic.
+func TestOldPayloadFormat(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "v1.payload"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw[4] != 1 {
+		t.Fatalf("testdata/v1.payload is version %d", raw[4])
+	}
+	_, err = btfgenParsePayload(raw)
+	want := "payload: format version 1 was written by an older gobtfgen; this code reads " +
+		"version 2: run `gobtfgen generate` again to regenerate the payload and this code"
+	if err == nil || err.Error() != want {
+		t.Fatalf("version 1 payload: error %v, want %q", err, want)
+	}
+}
+
+// TestMixedPayload rebuilds every kernel of a payload that uses every part of the format
+// (several groups, bases, derived nodes, kernels stored whole) and compares it with the BTF
+// gobtfgen packed (testdata/mixed.json: key -> sha256).
+func TestMixedPayload(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "mixed.payload"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := btfgenParsePayload(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sums map[string]string
+	if data, err := os.ReadFile(filepath.Join("testdata", "mixed.json")); err != nil {
+		t.Fatal(err)
+	} else if err := json.Unmarshal(data, &sums); err != nil {
+		t.Fatal(err)
+	}
+	if len(x.groups) < 2 || len(x.keys) != len(sums) {
+		t.Fatalf("%d groups, %d keys (want several groups, %d keys)", len(x.groups),
+			len(x.keys), len(sums))
+	}
+	based, whole := 0, 0
+	for i, key := range x.keys {
+		blob, err := x.blob(i)
+		if err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		sum := sha256.Sum256(blob)
+		if hex.EncodeToString(sum[:]) != sums[key] {
+			t.Errorf("%s: rebuilt BTF differs from the one packed", key)
+		}
+		if _, err := x.spec(i); err != nil {
+			t.Errorf("%s: %v", key, err)
+		}
+		k := x.kernels[x.entryKernel[i]]
+		if k.raw {
+			whole++
+		} else if k.back != 0 {
+			based++
+		}
+	}
+	if whole != 3 || based == 0 {
+		t.Errorf("%d kernels stored whole (want 3), %d with a base (want some)", whole, based)
+	}
+}
+
 // TestCorruptPayloads truncates the payload at every length and flips every byte: the
 // reader must return errors, never panic, and never hand out BTF that fails its checksum.
 func TestCorruptPayloads(t *testing.T) {
