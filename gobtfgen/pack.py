@@ -42,11 +42,11 @@ ORDER_CANDIDATES = 32
 
 # ---- version 2 ------------------------------------------------------------------------------
 
-# Word roles (docs/payload-format.md, "Shapes"): where a word of a type record is stored and
-# how it is rebuilt. The readers know nothing else about BTF kinds: the payload carries this
-# table, indexed by kind.
-ROLE_LIT, ROLE_DELTA, ROLE_TYPE, ROLE_STR = 0, 1, 2, 3
-_L, _D, _T, _S = ROLE_LIT, ROLE_DELTA, ROLE_TYPE, ROLE_STR
+# Word roles (docs/payload-format.md, "Shapes and roles"): where a word of a type record is
+# stored and how it is rebuilt. The readers know nothing else about BTF kinds than where the
+# kind and vlen sit in the info word: the payload carries this table, indexed by kind.
+ROLE_LIT, ROLE_DELTA, ROLE_TYPE, ROLE_NAME = 0, 1, 2, 3
+_L, _D, _T, _S = ROLE_LIT, ROLE_DELTA, ROLE_TYPE, ROLE_NAME
 # kind -> (roles of the words after name_off and info, roles of each of the vlen groups).
 # Member offsets, enumerator values and datasec offsets are stored as deltas from the previous
 # group's word: consecutive members are a few bits apart, while their absolute offsets differ
@@ -72,7 +72,6 @@ SHAPES: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {
     18: ((_T,), ()),  # TYPE_TAG
     19: ((_L,), (_S, _D, _L)),  # ENUM64: size; enumerators
 }
-N_SHAPES = 20  # kinds 0..19; kind 0 (UNKN) has no shape
 BTF_HEADER = struct.Struct("<HBBIIIII")
 BTF_MAGIC = 0xEB9F
 # A node group is inflated whole by a lookup that needs one of its nodes: about this many
@@ -270,12 +269,12 @@ Cell = int | bytes
 
 
 @dataclass(frozen=True)
-class _Type:
+class TypeRecord:
     roles: tuple[int, ...]
     cells: tuple[Cell, ...]
 
 
-def _roles(kind: int, vlen: int) -> tuple[int, ...] | None:
+def record_roles(kind: int, vlen: int) -> tuple[int, ...] | None:
     shape = SHAPES.get(kind)
     if shape is None:
         return None
@@ -283,7 +282,7 @@ def _roles(kind: int, vlen: int) -> tuple[int, ...] | None:
     return (_S, _L, *head, *(group * vlen if group else ()))
 
 
-def parse_types(blob: bytes) -> list[_Type] | None:
+def parse_types(blob: bytes) -> list[TypeRecord] | None:
     """The types of a minimized BTF in the layout version 2 rebuilds (bpftool's: little-endian,
     24-byte header, types then strings, every kind known), or None when it is not that."""
     if len(blob) < BTF_HEADER.size:
@@ -303,13 +302,13 @@ def parse_types(blob: bytes) -> list[_Type] | None:
         end = strings.find(b"\0", off)
         return None if end < 0 else strings[off:end]
 
-    types: list[_Type] = []
+    types: list[TypeRecord] = []
     i = 0
     while i < len(words):
         if i + 2 > len(words):
             return None
         info = words[i + 1]
-        roles = _roles((info >> 24) & 0x1F, info & 0xFFFF)
+        roles = record_roles((info >> 24) & 0x1F, info & 0xFFFF)
         if roles is None or i + len(roles) > len(words):
             return None
         cells: list[Cell] = []
@@ -321,7 +320,7 @@ def parse_types(blob: bytes) -> list[_Type] | None:
                 cells.append(name)
             else:
                 cells.append(word)
-        types.append(_Type(roles=roles, cells=tuple(cells)))
+        types.append(TypeRecord(roles=roles, cells=tuple(cells)))
         i += len(roles)
     count = len(types)
     for t in types:
@@ -330,7 +329,7 @@ def parse_types(blob: bytes) -> list[_Type] | None:
     return types
 
 
-def build_btf(types: Sequence[_Type]) -> bytes:
+def build_btf(types: Sequence[TypeRecord]) -> bytes:
     """A BTF from parsed types as bpftool writes it: strings interned in first-use order (word
     order, type by type), offset 0 for the empty name, the 24-byte header."""
     strings = bytearray(b"\0")
@@ -361,7 +360,7 @@ def build_btf(types: Sequence[_Type]) -> bytes:
 _VOID = -1
 
 
-def hash_cons(kernels: Sequence[Sequence[_Type]]) -> tuple[list[int], list[list[int]],
+def hash_cons(kernels: Sequence[Sequence[TypeRecord]]) -> tuple[list[int], list[list[int]],
                                                          dict[bytes, int]]:
     """Classes of all types of all kernels: two types share a class when their kinds, names and
     literal words are equal and their references lead to the same classes (the coarsest such
@@ -488,7 +487,7 @@ def _pack_v2(arch: str, entries: Mapping[str, bytes], *, order: str,
     keys, blobs, entry_blob = _unique_blobs(entries)
     placement = similarity_order(blobs) if order == "similar" else list(range(len(blobs)))
     row_of = {blob_no: row for row, blob_no in enumerate(placement)}
-    parsed: list[list[_Type] | None] = []
+    parsed: list[list[TypeRecord] | None] = []
     for blob_no in placement:
         types = parse_types(blobs[blob_no])
         # Only what rebuilds to the very same bytes is stored as nodes.
@@ -514,7 +513,7 @@ def _pack_v2(arch: str, entries: Mapping[str, bytes], *, order: str,
             lst.append(node_of_class[c])
             item += 1
         lists[row] = lst
-    item_cells: list[_Type] = [t for row in node_rows for t in parsed[row] or []]
+    item_cells: list[TypeRecord] = [t for row in node_rows for t in parsed[row] or []]
 
     groups: list[_Group] = [_new_group(1, 1)]
     string_no: dict[bytes, int] = {}

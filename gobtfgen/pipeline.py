@@ -532,7 +532,8 @@ def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelRes
                      "signature": o.signature} for o in p.objects],
         "payload": {arch: {"file": _payload_name(options, arch), "kernels": s.entries,
                            "unique_btfs": s.blobs, "raw_bytes": s.raw_bytes,
-                           "payload_bytes": s.payload_bytes} for arch, s in stats.items()},
+                           "payload_bytes": s.payload_bytes, "format_version": s.version,
+                           "type_nodes": s.nodes} for arch, s in stats.items()},
         "kernels": [{"key": r.kernel.key, "status": "embedded" if r.btf else r.status,
                      "btf_sha256": blob_id(r.btf), "problem": None if r.btf else r.message}
                     for r in results],

@@ -23,6 +23,7 @@ from gobtfgen.archive import btf_from_tar, check_btf, inflate_xz
 from gobtfgen.errors import InputError
 from gobtfgen.objects import core_signature
 from tests.btfdata import tiny_btf
+from tests.payloadcases import kernel
 
 # CI runs a short budget; GOBTFGEN_FUZZ_EXAMPLES=20000 runs a long search locally.
 FUZZ = settings(max_examples=int(os.environ.get("GOBTFGEN_FUZZ_EXAMPLES", "300")), deadline=None,
@@ -111,8 +112,6 @@ def test_core_signature_wild_records(records: list[tuple[int, int, int, int]],
 def _payload_entries() -> dict[str, bytes]:
     # Two kernels of one family and an odd one, tiny BTFs in bpftool's layout: every part of
     # version 2 is there (shared nodes, a derived node, a base, fresh nodes, anchors).
-    from tests.test_pack import kernel
-
     return {"a/1/x86_64/r1": kernel(9000, 1300), "a/1/x86_64/r2": kernel(9064, 1301),
             "a/1/x86_64/r3": kernel(9500, 1300, extra=True), "a/1/x86_64/r4": tiny_btf(("y",))}
 

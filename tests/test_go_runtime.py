@@ -21,7 +21,7 @@ from gobtfgen.pack import pack, unpack
 from gobtfgen.targets import go
 from tests.gomod import NEWEST_EBPF, OLDEST_EBPF, find_go, make_module, run_go
 from tests.lookup_vectors import VECTORS, blobs, load
-from tests.test_pack import family
+from tests.payloadcases import mixed
 from tests.tinybtf import label, tiny_btf
 
 GOTEST = Path(__file__).resolve().parent / "gotest"
@@ -95,13 +95,13 @@ def build_module(dest: Path, ebpf_version: str) -> Path:
     files["testdata/v1.payload"] = pack("x86_64", arch_blobs.get("x86_64", {}), version=1)[0]
     # Every way version 2 stores a kernel, for TestMixedPayload: shared, derived and fresh
     # nodes over several groups and chains of bases, and kernels stored whole.
-    mixed = {k.replace("x86_64", "arm64"): b for k, b in family(24).items()}
-    mixed |= {f"raw/1/arm64/r{i}": tiny_btf(f"raw{i}", padding=i + 1) for i in range(3)}
-    mixed_payload, mixed_stats = pack("arm64", mixed, group_target=200)
+    mixed_entries = mixed("arm64")
+    mixed_payload, mixed_stats = pack("arm64", mixed_entries, group_target=200)
     assert mixed_stats.raw_kernels == 3
     files["testdata/mixed.payload"] = mixed_payload
     files["testdata/mixed.json"] = json.dumps(
-        {k: hashlib.sha256(b).hexdigest() for k, b in mixed.items()}, indent=1, sort_keys=True)
+        {k: hashlib.sha256(b).hexdigest() for k, b in mixed_entries.items()}, indent=1,
+        sort_keys=True)
     files["testdata/blobs.json"] = json.dumps(
         {k: hashlib.sha256(b).hexdigest() for by_key in arch_blobs.values()
          for k, b in by_key.items()}, indent=1, sort_keys=True)
