@@ -845,7 +845,7 @@ type btfgenIndex struct {
 
 var btfgenErrTruncated = errors.New("payload index truncated")
 
-// btfgenCursor reads the inflated index or a column; the first error sticks.
+// btfgenCursor reads the inflated index (and the full-BTF trailer); the first error sticks.
 type btfgenCursor struct {
 	s   string
 	pos int
@@ -888,7 +888,7 @@ func (c *btfgenCursor) varint() uint32 {
 		b := c.s[c.pos]
 		c.pos++
 		if shift == 28 && b > 0x0f {
-			c.err = errors.New("payload: varint over 32 bits")
+			c.err = errors.New("varint over 32 bits")
 			break
 		}
 		v |= uint32(b&0x7f) << shift
@@ -1179,13 +1179,13 @@ func (c *btfgenColumn) varint() uint32 {
 	var v uint32
 	for shift := uint(0); c.err == nil; shift += 7 {
 		if c.pos >= len(c.b) {
-			c.err = errors.New("payload: group column truncated")
+			c.err = errors.New("column truncated")
 			break
 		}
 		b := c.b[c.pos]
 		c.pos++
 		if shift == 28 && b > 0x0f {
-			c.err = errors.New("payload: varint over 32 bits")
+			c.err = errors.New("varint over 32 bits")
 			break
 		}
 		v |= uint32(b&0x7f) << shift
