@@ -877,26 +877,41 @@ func (c *btfgenCursor) u32() uint32 {
 	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }
 
-// varint reads an unsigned LEB128 of at most 32 bits.
-func (c *btfgenCursor) varint() uint32 {
-	var v uint32
-	for shift := uint(0); c.err == nil; shift += 7 {
-		if c.pos >= len(c.s) {
-			c.err = btfgenErrTruncated
-			break
+// btfgenLEB128 reads an unsigned LEB128 of at most 32 bits from s at pos, for both the index
+// (a string) and a group's columns (bytes); ok is false when s ends first.
+func btfgenLEB128[T string | []byte](s T, pos int) (v uint32, next int, ok bool, err error) {
+	for shift := uint(0); ; shift += 7 {
+		if pos >= len(s) {
+			return 0, pos, false, nil
 		}
-		b := c.s[c.pos]
-		c.pos++
+		b := s[pos]
+		pos++
 		if shift == 28 && b > 0x0f {
-			c.err = errors.New("varint over 32 bits")
-			break
+			return 0, pos, true, errors.New("varint over 32 bits")
 		}
 		v |= uint32(b&0x7f) << shift
 		if b < 0x80 {
-			return v
+			return v, pos, true, nil
 		}
 	}
-	return 0
+}
+
+// varint reads an unsigned LEB128 of at most 32 bits.
+func (c *btfgenCursor) varint() uint32 {
+	if c.err != nil {
+		return 0
+	}
+	v, next, ok, err := btfgenLEB128(c.s, c.pos)
+	c.pos = next
+	if !ok {
+		c.err = btfgenErrTruncated
+	} else if err != nil {
+		c.err = err
+	}
+	if c.err != nil {
+		return 0
+	}
+	return v
 }
 
 // count reads a count of items of at least one byte each and checks they fit in what is left.
@@ -1176,24 +1191,20 @@ type btfgenColumn struct {
 
 // varint reads an unsigned LEB128 of at most 32 bits (as btfgenCursor.varint).
 func (c *btfgenColumn) varint() uint32 {
-	var v uint32
-	for shift := uint(0); c.err == nil; shift += 7 {
-		if c.pos >= len(c.b) {
-			c.err = errors.New("column truncated")
-			break
-		}
-		b := c.b[c.pos]
-		c.pos++
-		if shift == 28 && b > 0x0f {
-			c.err = errors.New("varint over 32 bits")
-			break
-		}
-		v |= uint32(b&0x7f) << shift
-		if b < 0x80 {
-			return v
-		}
+	if c.err != nil {
+		return 0
 	}
-	return 0
+	v, next, ok, err := btfgenLEB128(c.b, c.pos)
+	c.pos = next
+	if !ok {
+		c.err = errors.New("column truncated")
+	} else if err != nil {
+		c.err = err
+	}
+	if c.err != nil {
+		return 0
+	}
+	return v
 }
 
 // column returns one column of an inflated group.
