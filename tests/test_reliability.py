@@ -26,9 +26,13 @@ def contents(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
 
 
-def slow_bpftool(tmp_path: Path, real: str, sleep: float) -> Path:
+def slow_bpftool(tmp_path: Path, real: str, sleep: float, started: Path | None = None) -> Path:
+    """bpftool that sleeps before each `gen`; with started, it first touches that file (so a
+    test can tell a run has got past its output lock and is minimizing)."""
     shim = tmp_path / "slow-bpftool"
-    shim.write_text(f"#!/bin/sh\n[ \"$1\" = gen ] && sleep {sleep}\nexec '{real}' \"$@\"\n")
+    touch = f"touch '{started}'; " if started else ""
+    shim.write_text(f"#!/bin/sh\n[ \"$1\" = gen ] && {{ {touch}sleep {sleep}; }}\n"
+                    f"exec '{real}' \"$@\"\n")
     shim.chmod(0o755)
     return shim
 
@@ -75,12 +79,22 @@ def test_interrupts_at_random_points(tmp_path: Path, real_archive: Path,
 def test_two_runs_at_once_serialize(tmp_path: Path, real_archive: Path,
                                     probe_objects: dict[str, Path]) -> None:
     bpftool = need("bpftool")
-    shim = slow_bpftool(tmp_path, bpftool, 0.1)
+    # The second run starts once the first is minimizing (it holds the output lock then), and
+    # each kernel takes the first 0.5 s in the slow bpftool (so the bpftool minimizer, not the
+    # default built-in one), so even the 7-kernel corpus of a fresh clone keeps the first run
+    # busy while the second starts up and reaches the lock.
+    started = tmp_path / "first-started"
+    shim = slow_bpftool(tmp_path, bpftool, 0.5, started)
     out, cache = tmp_path / "out", tmp_path / "cache"
-    first = subprocess.Popen(cmd(real_archive, probe_objects["base"], out, cache, shim),
+    first = subprocess.Popen(cmd(real_archive, probe_objects["base"], out, cache, shim,
+                                 "--minimizer", "bpftool"),
                              env=ENV, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)
-    second = subprocess.Popen(cmd(real_archive, probe_objects["relocs"], out, cache, shim),
+    deadline = time.monotonic() + 120
+    while not started.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), "the first run never called bpftool gen"
+    second = subprocess.Popen(cmd(real_archive, probe_objects["relocs"], out, cache, shim,
+                                  "--minimizer", "bpftool"),
                               env=ENV, stderr=subprocess.PIPE, text=True)
     _, err1 = first.communicate(timeout=300)
     _, err2 = second.communicate(timeout=300)
@@ -88,8 +102,8 @@ def test_two_runs_at_once_serialize(tmp_path: Path, real_archive: Path,
     assert "waiting for another gobtfgen run writing to" in err2
     # The second run's outputs are whole: the same as a fresh run of its inputs elsewhere.
     alone = tmp_path / "alone"
-    subprocess.run(cmd(real_archive, probe_objects["relocs"], alone, cache, bpftool), env=ENV,
-                   check=True, capture_output=True)
+    subprocess.run(cmd(real_archive, probe_objects["relocs"], alone, cache, bpftool,
+                       "--minimizer", "bpftool"), env=ENV, check=True, capture_output=True)
     got, want = contents(out), contents(alone)
     manifest = "btfgen_manifest.json"
     assert {k: v for k, v in got.items() if k not in (manifest, "Makefile.btfgen")} == \
