@@ -173,6 +173,6 @@ def test_builtin_identity_is_known_without_importing_the_minimizer() -> None:
     from gobtfgen.minimize import builtin_identity
     from gobtfgen.minimize.python import PythonCompatMinimizer, PythonMinimizer
 
-    assert builtin_identity("python") == PythonMinimizer().identity() == "python 1"
+    assert builtin_identity("python") == PythonMinimizer().identity() == "python 2"
     assert builtin_identity("python-compat") == PythonCompatMinimizer().identity()
     assert builtin_identity("bpftool") is None

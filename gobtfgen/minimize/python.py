@@ -79,6 +79,8 @@ class _Marks:
         self._seen_match: set[tuple[int, bool]] = set()
         self._whole: set[int] = set()
         self.pinned: set[int] = set()  # never merged with an identical type (_representatives)
+        # Merged module types start here (gobtfgen.btf.split); the output keeps them last.
+        self.module_start: int | None = None
         # Pointers whose target some relocation compares (type relocations follow pointers,
         # type_matches looks behind them); field relocations never do (libbpf's
         # bpf_core_fields_are_compat: any pointer matches any pointer).
@@ -277,12 +279,63 @@ class _Marks:
         order = sorted(self.types)
         rep = {tid: tid for tid in order} if self.compat else self._representatives(order)
         kept = [tid for tid in order if rep[tid] == tid]
+        if not self.compat:
+            kept = self._canonical_order(kept, rep)
         position = {tid: i + 1 for i, tid in enumerate(kept)}
         new_id = {tid: position[rep[tid]] for tid in order}
         w = BTFWriter()
         for tid in kept:
             w.add_record(self._render(w, tid, new_id))
         return w.to_bytes()
+
+    def _canonical_order(self, kept: list[int], rep: dict[int, int]) -> list[int]:
+        """The kept types in an order that depends on the types, not on where the kernel's
+        build put them: named types by (kind, name), each followed depth-first by the anonymous
+        types it refers to (a pointer, an array, a function prototype) that no earlier type
+        took; the kernel's id order breaks ties.
+
+        Kernels of different builds list the same types in different orders, so in bpftool's
+        id order the payload (docs/payload-format.md, "Node lists") spends most of a
+        cross-family kernel's list on saying where each type went; in this order two kernels'
+        lists differ only where their types do. Type order is free in BTF (references may
+        point forward) and no relocation result depends on it: CO-RE matches by name and
+        shape, and type-id relocations get ids of the minimized BTF in either order. Merged
+        module types stay after the vmlinux ones (module_start).
+        """
+        scratch = BTFWriter()
+        refs: dict[int, list[int]] = {}
+        for tid in kept:
+            # Rendered with every reference as the kernel id of its representative, so the
+            # references are the ones the written record will have.
+            rec = self._render(scratch, tid, rep)
+            info = rec[1]
+            refs[tid] = [rec[p] for p in _ref_positions(info >> 24 & 0x1F, info & 0xFFFF)
+                         if rec[p]]
+        k = self.k
+        placed: set[int] = set()
+        out: list[int] = []
+
+        def visit(root: int) -> None:
+            stack = [root]
+            while stack:
+                tid = stack.pop()
+                if tid in placed:
+                    continue
+                placed.add(tid)
+                out.append(tid)
+                stack.extend(r for r in reversed(refs[tid])
+                             if r not in placed and not k.name_off(r))
+
+        start = self.module_start
+        parts = [kept] if start is None else [[t for t in kept if t < start],
+                                              [t for t in kept if t >= start]]
+        for part in parts:
+            for tid in sorted((t for t in part if k.name_off(t)),
+                              key=lambda t: (k.kind(t), k.name(t))):
+                visit(tid)
+            for tid in part:
+                visit(tid)
+        return out
 
     def _render(self, w: BTFWriter, tid: int, new_id: dict[int, int]) -> list[int]:
         kind = self.k.kind(tid)
@@ -473,6 +526,7 @@ def mark(kernel: BTF, objects: Sequence[ParsedObject], *, compat: bool,
     both ways as the full BTF does.
     """
     marks = _Marks(kernel, compat=compat)
+    marks.module_start = module_start
     outcomes: list[list[Outcome]] = []
     if module_start is not None and not compat:
         for obj in objects:
