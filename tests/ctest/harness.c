@@ -17,6 +17,9 @@
  *                                  the lookup's key, via, failure kind and message
  *   harness corrupt PAYLOAD        every truncation and many byte flips of PAYLOAD must give
  *                                  errors, never a crash (run it under the sanitizers)
+ *   harness dump PAYLOAD           every entry's BTF, one line each: "ok\tKEY\tHEX" or
+ *                                  "err\tKEY\tMESSAGE"; a payload that does not parse is
+ *                                  one line "err\t-\tMESSAGE"
  */
 #include "btfgen.c"
 
@@ -295,6 +298,42 @@ static int do_corrupt(const char *payload_path)
 	return 0;
 }
 
+static int do_dump(const char *payload_path)
+{
+	size_t plen;
+	unsigned char *payload = read_file(payload_path, &plen);
+	struct btfgen_str err = { 0 };
+	struct btfgen_index x;
+
+	btfgen_add(&err, "");
+	if (btfgen_parse_payload(payload, plen, &x, &err)) {
+		printf("err\t-\t%s\n", err.s);
+		free(err.s);
+		free(payload);
+		return 0;
+	}
+	for (uint32_t i = 0; i < x.n_keys; i++) {
+		unsigned char *btf;
+		size_t len;
+
+		err.len = 0;
+		btfgen_add(&err, "");
+		if (btfgen_blob_of(&x, i, &btf, &len, &err)) {
+			printf("err\t%s\t%s\n", x.keys[i], err.s);
+			continue;
+		}
+		printf("ok\t%s\t", x.keys[i]);
+		for (size_t j = 0; j < len; j++)
+			printf("%02x", btf[j]);
+		putchar('\n');
+		free(btf);
+	}
+	btfgen_index_free(&x);
+	free(err.s);
+	free(payload);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 4 && !strcmp(argv[1], "lookup"))
@@ -306,7 +345,9 @@ int main(int argc, char **argv)
 		return do_diff(argv[2], argv[3]);
 	if (argc == 3 && !strcmp(argv[1], "corrupt"))
 		return do_corrupt(argv[2]);
+	if (argc == 3 && !strcmp(argv[1], "dump"))
+		return do_dump(argv[2]);
 	fprintf(stderr, "usage: harness lookup PAYLOAD CASES | find [ignore-native] | "
-			"corrupt PAYLOAD\n");
+			"corrupt PAYLOAD | dump PAYLOAD\n");
 	return 2;
 }
