@@ -7,7 +7,9 @@
 //! - `find [ignore-native]`: find_btf with the kernel's files from $HARNESS_NATIVE_PATH and
 //!   $HARNESS_RELEASE_FILE, then btf_custom_path; prints key=value lines;
 //! - `corrupt PAYLOAD`: every truncation and many byte flips of a payload through the reader,
-//!   which must return (an error or the entries), never panic.
+//!   which must return (an error or the entries), never panic;
+//! - `dump PAYLOAD`: every entry's BTF, one line each: `ok\tKEY\tHEX` or `err\tKEY\tMESSAGE`;
+//!   a payload that does not parse is one line `err\t-\tMESSAGE`.
 
 mod btfgen;
 
@@ -138,14 +140,34 @@ fn corrupt(payload: &str) {
     println!("survived: {good} entries; {errors} damaged payloads rejected, {ok} read");
 }
 
+fn dump(payload: &str) {
+    let payload = std::fs::read(payload).unwrap();
+    let mut out = std::io::stdout().lock();
+    match btfgen::dump_payload(&payload) {
+        Err(e) => writeln!(out, "err\t-\t{e}").unwrap(),
+        Ok(entries) => {
+            for (key, result) in entries {
+                match result {
+                    Ok(bytes) => {
+                        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                        writeln!(out, "ok\t{key}\t{hex}").unwrap()
+                    }
+                    Err(e) => writeln!(out, "err\t{key}\t{e}").unwrap(),
+                }
+            }
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("lookup") => lookup(&args[1], &args[2]),
         Some("find") => find(args.get(1).map(String::as_str) == Some("ignore-native")),
         Some("corrupt") => corrupt(&args[1]),
+        Some("dump") => dump(&args[1]),
         _ => {
-            eprintln!("usage: harness lookup PAYLOAD|embedded CASES | find [ignore-native] | corrupt PAYLOAD");
+            eprintln!("usage: harness lookup PAYLOAD|embedded CASES | find [ignore-native] | corrupt PAYLOAD | dump PAYLOAD");
             std::process::exit(2);
         }
     }
