@@ -8,9 +8,10 @@ types of all kernels are hash-consed (kind, name, sizes, offsets and the nodes t
 cycles included, by partition refinement), and each kernel is a short program over a similar
 kernel's list of nodes. A reader rebuilds the matched kernel's minimized BTF byte for byte;
 the packer checks that rebuild for every kernel and stores a kernel whose bytes it cannot
-reproduce as it is, so correctness never depends on a layout rule. Version 1 (whole minimized
-BTFs in DEFLATE chunks) is still written for the runtimes whose readers do not read version 2
-yet, and unpack() reads both.
+reproduce as it is, so correctness never depends on a layout rule. The Go, C and Rust runtimes
+all read version 2; version 1 (whole minimized BTFs in DEFLATE chunks) is only written on
+request (the benchmark's comparison, tests of the readers' regenerate error), and unpack()
+reads both.
 """
 
 from __future__ import annotations
@@ -207,8 +208,8 @@ def pack(arch: str, entries: Mapping[str, bytes], *, version: int = VERSION,
          order: str = "similar", group_target: int | None = None) -> tuple[bytes, PackStats]:
     """Build the payload for one arch from {key: minimized BTF}. Same input, same bytes.
 
-    version 2 is the node format; version 1 the whole-blob chunks (for runtimes that do not
-    read version 2 yet, and the benchmark's comparison). order="key" keeps blobs (version 1)
+    version 2 is the node format; version 1 the whole-blob chunks (the benchmark's comparison
+    and the readers' regenerate-error tests: no runtime reads it any more). order="key" keeps blobs (version 1)
     or kernels (version 2) in key order of first use instead of similarity order; both orders
     are the same format, readers find everything through the index. group_target (version
     2) is the column bytes after which a new group starts (tests make it small)."""
@@ -694,13 +695,19 @@ def unpack(payload: bytes) -> tuple[str, dict[str, bytes]]:
 
 
 def _inflate(data: bytes, length: int, what: str) -> bytes:
+    """A raw DEFLATE stream that must inflate to exactly length bytes and end there: one byte
+    more is inflated at most, and a stream that gives it is an error, as the Go, C and Rust
+    readers have it (docs/payload-format.md, "Conventions")."""
     try:
         d = zlib.decompressobj(-15)
         out = d.decompress(data, length + 1)
     except zlib.error as exc:
-        raise PayloadError(f"{what} does not inflate: {exc}") from None
-    if len(out) != length:
-        raise PayloadError(f"{what} length mismatch")
+        raise PayloadError(f"payload: {what}: does not inflate: {exc}") from None
+    if len(out) > length:
+        raise PayloadError(f"payload: {what}: inflates to more than its declared length")
+    if len(out) < length or not d.eof:
+        raise PayloadError(f"payload: {what}: ends before its declared length "
+                           "or does not end there")
     return out
 
 
@@ -855,12 +862,18 @@ class Payload2:
             lengths = tuple(c.uvarint() for _ in range(5))
             if off + clen > len(self.data) or sum(lengths) > MAX_GROUP_LEN:
                 raise PayloadError(f"payload: group {len(self.groups)} out of range")
+            # Groups lie in order and apart: each compressed byte is inflated at most once
+            # by a lookup, however many groups it needs.
+            if self.groups and off < self.groups[-1].offset + self.groups[-1].clen:
+                raise PayloadError(f"payload: group {len(self.groups)} overlaps the group "
+                                   "before it")
             self.groups.append(_GroupRow(off, clen, nodes, strings, lengths, first_node,
                                          first_string))
             first_node += nodes
             first_string += strings
         self.node_count, self.string_count = first_node - 1, first_string - 1
         self.kernels: list[_KernelRow] = []
+        depth: list[int] = []  # bases behind each kernel row
         next_new = 1
         self.kernels_at = c.pos  # where the kernel rows start (the benchmark's breakdown)
         for row in range(c.count()):
@@ -873,10 +886,15 @@ class Payload2:
                     raise PayloadError(f"payload: kernel {row} out of range")
                 self.kernels.append(_KernelRow(raw=True, crc=crc, back=0, at=0, first_new=0,
                                                group=group_no, offset=offset, length=length))
+                depth.append(0)
                 continue
             back = tag >> 1
             if tag & 1 or back > row or back and self.kernels[row - back].raw:
                 raise PayloadError(f"payload: kernel {row} has a bad tag")
+            depth.append(depth[row - back] + 1 if back else 0)
+            if depth[-1] > MAX_CHAIN:
+                raise PayloadError(f"payload: kernel {row}: its chain of bases is longer than "
+                                   f"{MAX_CHAIN}")
             self.kernels.append(_KernelRow(raw=False, crc=crc, back=back, at=c.pos,
                                            first_new=next_new))
             for _ in range(c.count()):
@@ -934,9 +952,13 @@ class Payload2:
                 code, arg = op & 3, op >> 2
                 if arg == 0:
                     raise PayloadError(f"payload: kernel {k}: empty list op")
+                if code in (OP_COPY, OP_SKIP) and at + arg > len(base):
+                    raise PayloadError(f"payload: kernel {k}: list op past its base")
+                # Checked before the list grows: a NEW op's argument is up to 2^30.
+                grows = 1 if code == OP_NODE else 0 if code == OP_SKIP else arg
+                if len(lst) + grows > MAX_LIST:
+                    raise PayloadError(f"payload: kernel {k}: list too long")
                 if code in (OP_COPY, OP_SKIP):
-                    if at + arg > len(base):
-                        raise PayloadError(f"payload: kernel {k}: list op past its base")
                     if code == OP_COPY:
                         lst += base[at:at + arg]
                     at += arg
@@ -945,8 +967,6 @@ class Payload2:
                     fresh += arg
                 else:
                     lst.append(arg)
-                if len(lst) > MAX_LIST:
-                    raise PayloadError(f"payload: kernel {k}: list too long")
         for node in lst:
             if not 1 <= node <= self.node_count:
                 raise PayloadError(f"payload: kernel {kernel} names node {node} of "

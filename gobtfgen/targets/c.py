@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gobtfgen import render
-from gobtfgen.pack import LEGACY_VERSION
 from gobtfgen.targets import Rendered, Target, TargetInput, TargetOptions
 
 C_FILE = "btfgen.c"
@@ -92,6 +91,5 @@ def _render(inp: TargetInput) -> Rendered:
     return Rendered(files=files)
 
 
-# The C reader reads payload version 1 only, until it learns version 2.
 TARGET = Target(name="c", templates=("btfgen.c.j2", "btfgen.h.j2"), static=_static,
-                render=_render, payload_file=payload_header, payload_version=LEGACY_VERSION)
+                render=_render, payload_file=payload_header)

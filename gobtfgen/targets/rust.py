@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gobtfgen import render
-from gobtfgen.pack import LEGACY_VERSION
 from gobtfgen.targets import Rendered, Target, TargetInput, TargetOptions
 
 RS_FILE = "btfgen.rs"
@@ -58,6 +57,5 @@ def _render(inp: TargetInput) -> Rendered:
     return Rendered(files={payload_file(arch): inp.payloads[arch] for arch in render.ARCHES})
 
 
-# The Rust reader reads payload version 1 only, until it learns version 2.
 TARGET = Target(name="rust", templates=("btfgen.rs.j2",), static=_static, render=_render,
-                payload_file=payload_file, payload_version=LEGACY_VERSION)
+                payload_file=payload_file)
