@@ -22,7 +22,7 @@ import pytest
 from gobtfgen import keys, pack, targets
 from gobtfgen.targets import c
 from gobtfgen.write import is_ours
-from tests import lookup_vectors
+from tests import lookup_vectors, payloadcases
 from tests.lookup_vectors import run_find as _find
 from tests.lookup_vectors import vector_arch as _vector_arch
 from tests.tinybtf import label, tiny_btf
@@ -290,12 +290,58 @@ def test_corrupt_payloads_under_sanitizers(tmp_path: Path) -> None:
     if proc.returncode != 0:
         pytest.skip(reason="gcc cannot build with -fsanitize=address,undefined here "
                     f"({proc.stderr[-200:]}); apt-get install libasan8 libubsan1 to run it")
-    payload = tmp_path / "arm64.payload"
-    payload.write_bytes(vector_payloads()["arm64"])
-    run = subprocess.run([str(out), "corrupt", str(payload)], capture_output=True, text=True,
-                         timeout=170, env={**os.environ, "ASAN_OPTIONS": "detect_leaks=1"})
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "survived" in run.stdout
+    # The vectors' payload, and one using every part of version 2 (groups, bases, derived
+    # nodes, kernels stored whole).
+    for name, data in (("arm64", vector_payloads()["arm64"]),
+                       ("mixed", payloadcases.mixed_payload("arm64"))):
+        payload = tmp_path / f"{name}.payload"
+        payload.write_bytes(data)
+        run = subprocess.run([str(out), "corrupt", str(payload)], capture_output=True,
+                             text=True, timeout=170,
+                             env={**os.environ, "ASAN_OPTIONS": "detect_leaks=1"})
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "survived" in run.stdout
+    # The hardening vectors and the mixed payload read as they do without the sanitizers.
+    for name, (data, error) in payloadcases.hardening_cases().items():
+        payloadcases.check_hardening(name, _dump(out, tmp_path, name, data), error)
+    mixed = payloadcases.mixed_payload("x86_64")
+    payloadcases.check_dump(_dump(out, tmp_path, "mixed-x86_64", mixed), mixed)
+
+
+def _dump(harness: Path, tmp_path: Path, name: str, payload: bytes) -> str:
+    path = tmp_path / f"{name}.payload"
+    path.write_bytes(payload)
+    proc = subprocess.run([str(harness), "dump", str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.tools
+def test_mixed_payload_rebuilds_every_kernel(harness: Path, tmp_path: Path) -> None:
+    """Every kernel of a payload using every part of version 2 (several groups, bases, derived
+    nodes, kernels stored whole), rebuilt by the C reader: the very bytes Payload2 rebuilds."""
+    for arch in ("x86_64", "arm64"):
+        payload = payloadcases.mixed_payload(arch)
+        out = _dump(harness, tmp_path, arch, payload)
+        assert payloadcases.check_dump(out, payload) == len(payloadcases.mixed(arch))
+
+
+@pytest.mark.tools
+def test_version_1_payload_is_the_regenerate_error(harness: Path, tmp_path: Path) -> None:
+    old = pack.pack("x86_64", lookup_vectors.blobs(VECTORS)["x86_64"], version=1)[0]
+    out = _dump(harness, tmp_path, "v1", old)
+    assert out == "err\t-\tpayload: format version 1 was written by an older gobtfgen; this " \
+        "code reads version 2: run `gobtfgen generate` again to regenerate the payload and " \
+        "this code\n"
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("name", sorted(payloadcases.hardening_cases()))
+def test_hardening_vectors(harness: Path, tmp_path: Path, name: str) -> None:
+    """Payloads that each break one hardening rule: the error text of every reader."""
+    payload, error = payloadcases.hardening_cases()[name]
+    payloadcases.check_hardening(name, _dump(harness, tmp_path, name, payload), error)
 
 
 def _random_cases(n: int, releases: list[str]) -> list[tuple[str, str, str]]:

@@ -21,7 +21,7 @@ from gobtfgen.pack import pack, unpack
 from gobtfgen.targets import go
 from tests.gomod import NEWEST_EBPF, OLDEST_EBPF, find_go, make_module, run_go
 from tests.lookup_vectors import VECTORS, blobs, load
-from tests.payloadcases import mixed
+from tests.payloadcases import hardening_cases, mixed
 from tests.tinybtf import label, tiny_btf
 
 GOTEST = Path(__file__).resolve().parent / "gotest"
@@ -102,6 +102,13 @@ def build_module(dest: Path, ebpf_version: str) -> Path:
     files["testdata/mixed.json"] = json.dumps(
         {k: hashlib.sha256(b).hexdigest() for k, b in mixed_entries.items()}, indent=1,
         sort_keys=True)
+    # Payloads that each break one hardening rule, for TestHardening (the C and Rust readers
+    # read the same ones: tests/test_c_runtime.py, tests/test_rust_runtime.py).
+    cases = hardening_cases()
+    for name, (payload, _) in cases.items():
+        files[f"testdata/hardening/{name}.payload"] = payload
+    files["testdata/hardening.json"] = json.dumps(
+        {name: error or "" for name, (_, error) in cases.items()}, indent=1, sort_keys=True)
     files["testdata/blobs.json"] = json.dumps(
         {k: hashlib.sha256(b).hexdigest() for by_key in arch_blobs.values()
          for k, b in by_key.items()}, indent=1, sort_keys=True)
@@ -156,6 +163,7 @@ def test_go_tests_native_arch(module: Path) -> None:
     assert "--- PASS: TestParseFullSumsRejectsDamage " in proc.stdout
     assert "--- PASS: TestOldPayloadFormat " in proc.stdout
     assert "--- PASS: TestMixedPayload " in proc.stdout
+    assert "--- PASS: TestHardening " in proc.stdout
     assert "--- PASS: TestCorruptPayloads " in proc.stdout
     assert "--- FAIL" not in proc.stdout
     if real_host_key():

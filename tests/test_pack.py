@@ -13,6 +13,7 @@ import pytest
 
 from gobtfgen import pack
 from gobtfgen.btf import INT, PTR, UNION
+from tests import payloadcases
 from tests.payloadcases import family, kernel, rec, struct_rec
 
 
@@ -289,3 +290,29 @@ def test_index_checksum_catches_a_flipped_index_byte() -> None:
         + payload[16 + clen:]
     with pytest.raises(pack.PayloadError, match="index fails its checksum"):
         pack.unpack(bad)
+
+
+@pytest.mark.parametrize("name", sorted(payloadcases.hardening_cases()))
+def test_hardening_vectors(name: str) -> None:
+    """Payloads that each break one hardening rule (the Go, C and Rust readers get the same
+    ones and give the same text)."""
+    payload, error = payloadcases.hardening_cases()[name]
+    if error is None:
+        assert len(pack.unpack(payload)[1]) > 1
+        return
+    with pytest.raises(pack.PayloadError) as exc:
+        pack.unpack(payload)
+    assert error in str(exc.value)
+
+
+def test_writer_chains_stay_within_the_readers_bound() -> None:
+    """pack() never makes a chain of bases longer than the readers accept: 60 kernels of one
+    family, each best coded against the one before it."""
+    payload, _ = pack.pack("x86_64", family(60))
+    _, _, _, _, clen, _ = pack.HEADER.unpack_from(payload)
+    x = pack.Payload2(payload, 16 + clen, zlib.decompress(payload[16:16 + clen], -15))
+    depth: list[int] = []
+    for i, k in enumerate(x.kernels):
+        depth.append(depth[i - k.back] + 1 if k.back else 0)
+    assert max(depth) == pack.MAX_CHAIN
+    assert len(pack.unpack(payload)[1]) == 60

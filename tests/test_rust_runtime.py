@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from gobtfgen import keys, targets
+from gobtfgen import keys, pack, targets
 from gobtfgen.pack import unpack
 from gobtfgen.targets import rust
 from gobtfgen.write import is_ours
-from tests import cargo, lookup_vectors
+from tests import cargo, lookup_vectors, payloadcases
 from tests.lookup_vectors import run_find as _find
 from tests.lookup_vectors import vector_arch as _vector_arch
 from tests.tinybtf import label, tiny_btf
@@ -158,6 +158,36 @@ def test_aarch64_under_qemu(crate: Path, tmp_path: Path) -> None:
     ran = sum(_run_lookup(cmd, tmp_path, arch, str(crate / "src" / rust.payload_file(arch)))
               for arch in VECTORS["payload"])
     assert ran == len(VECTORS["vectors"])
+    _check_readers(cmd, tmp_path)
+
+
+def _dump(cmd: list[str], tmp_path: Path, name: str, payload: bytes) -> str:
+    path = tmp_path / f"{name}.payload"
+    path.write_bytes(payload)
+    proc = subprocess.run([*cmd, "dump", str(path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _check_readers(cmd: list[str], tmp_path: Path) -> None:
+    """Every kernel of payloads using every part of version 2 (several groups, bases, derived
+    nodes, kernels stored whole) rebuilt byte for byte as Payload2 does; the hardening
+    vectors' errors; a version 1 payload's regenerate error."""
+    for arch in ("x86_64", "arm64"):
+        payload = payloadcases.mixed_payload(arch)
+        out = _dump(cmd, tmp_path, f"mixed-{arch}", payload)
+        assert payloadcases.check_dump(out, payload) == len(payloadcases.mixed(arch))
+    for name, (payload, error) in payloadcases.hardening_cases().items():
+        payloadcases.check_hardening(name, _dump(cmd, tmp_path, name, payload), error)
+    old = pack.pack("x86_64", lookup_vectors.blobs(VECTORS)["x86_64"], version=1)[0]
+    assert _dump(cmd, tmp_path, "v1", old) == (
+        "err\t-\tpayload: format version 1 was written by an older gobtfgen; this code reads "
+        "version 2: run `gobtfgen generate` again to regenerate the payload and this code\n")
+
+
+def test_mixed_payload_hardening_and_version_1(harness: Path, tmp_path: Path) -> None:
+    _check_readers([str(harness)], tmp_path)
 
 
 def _host_arch() -> str:
@@ -254,12 +284,15 @@ def test_unwritable_tmpdir_is_a_clear_error(harness: Path, tmp_path: Path) -> No
 
 def test_damaged_payloads_are_errors_never_panics(harness: Path, crate: Path) -> None:
     """Every truncation, 20000 random 1-3 bit flips and every byte set to 0x00 and 0xff, of a
-    real payload (the arm64 vectors'): the reader returns, never panics (a panic exits 101)."""
-    proc = subprocess.run([str(harness), "corrupt", str(crate / "src" /
-                                                         rust.payload_file("arm64"))],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "survived" in proc.stdout, proc.stdout
+    real payload (the arm64 vectors') and of one using every part of version 2: the reader
+    returns, never panics (a panic exits 101)."""
+    mixed = crate.parent / "mixed.payload"
+    mixed.write_bytes(payloadcases.mixed_payload("arm64"))
+    for payload in (crate / "src" / rust.payload_file("arm64"), mixed):
+        proc = subprocess.run([str(harness), "corrupt", str(payload)], capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "survived" in proc.stdout, proc.stdout
 
 
 def test_generate_lang_rust_end_to_end(tmp_path: Path) -> None:

@@ -518,6 +518,56 @@ func TestMixedPayload(t *testing.T) {
 	}
 }
 
+// TestHardening reads payloads that each break one hardening rule of the format (gobtfgen's
+// tests/payloadcases.py hardening_cases; testdata/hardening.json: name -> the error every
+// reader gives, "" for a payload that reads): parsing or some lookup fails with that text.
+func TestHardening(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "hardening.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want map[string]string
+	if err := json.Unmarshal(data, &want); err != nil {
+		t.Fatal(err)
+	}
+	if len(want) < 6 {
+		t.Fatalf("%d hardening cases, want 6 or more", len(want))
+	}
+	names := make([]string, 0, len(want))
+	for name := range want {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		raw, err := os.ReadFile(filepath.Join("testdata", "hardening", name+".payload"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		if x, err := btfgenParsePayload(raw); err != nil {
+			got = append(got, err.Error())
+		} else {
+			for i := range x.keys {
+				if _, err := x.blob(i); err != nil {
+					got = append(got, err.Error())
+				}
+			}
+		}
+		switch msg := want[name]; {
+		case msg == "" && len(got) > 0:
+			t.Errorf("%s: %v, want no error", name, got)
+		case msg != "" && len(got) == 0:
+			t.Errorf("%s: no error, want %q", name, msg)
+		case msg != "":
+			for _, e := range got {
+				if !strings.Contains(e, msg) {
+					t.Errorf("%s: %q, want %q", name, e, msg)
+				}
+			}
+		}
+	}
+}
+
 // TestCorruptPayloads truncates the payload at every length and flips every byte: the
 // reader must return errors, never panic, and never hand out BTF that fails its checksum.
 func TestCorruptPayloads(t *testing.T) {
