@@ -64,103 +64,103 @@ static long long bench_live, bench_peak;
 
 static void bench_add(long long n)
 {
-	bench_live += n;
-	if (bench_live > bench_peak)
-		bench_peak = bench_live;
+    bench_live += n;
+    if (bench_live > bench_peak)
+        bench_peak = bench_live;
 }
 
 void *malloc(size_t n)
 {
-	void *p = __libc_malloc(n);
+    void *p = __libc_malloc(n);
 
-	if (p)
-		bench_add((long long)malloc_usable_size(p));
-	return p;
+    if (p)
+        bench_add((long long)malloc_usable_size(p));
+    return p;
 }
 
 void *calloc(size_t n, size_t size)
 {
-	void *p = __libc_calloc(n, size);
+    void *p = __libc_calloc(n, size);
 
-	if (p)
-		bench_add((long long)malloc_usable_size(p));
-	return p;
+    if (p)
+        bench_add((long long)malloc_usable_size(p));
+    return p;
 }
 
 void *realloc(void *p, size_t n)
 {
-	long long old = p ? (long long)malloc_usable_size(p) : 0;
-	void *q = __libc_realloc(p, n);
+    long long old = p ? (long long)malloc_usable_size(p) : 0;
+    void *q = __libc_realloc(p, n);
 
-	if (q)
-		bench_add((long long)malloc_usable_size(q) - old);
-	else if (n == 0)
-		bench_add(-old);
-	return q;
+    if (q)
+        bench_add((long long)malloc_usable_size(q) - old);
+    else if (n == 0)
+        bench_add(-old);
+    return q;
 }
 
 void free(void *p)
 {
-	if (p)
-		bench_add(-(long long)malloc_usable_size(p));
-	__libc_free(p);
+    if (p)
+        bench_add(-(long long)malloc_usable_size(p));
+    __libc_free(p);
 }
 
 static long long now_ns(void)
 {
-	struct timespec ts;
+    struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static int cmp_ll(const void *a, const void *b)
 {
-	long long x = *(const long long *)a, y = *(const long long *)b;
+    long long x = *(const long long *)a, y = *(const long long *)b;
 
-	return x < y ? -1 : x > y;
+    return x < y ? -1 : x > y;
 }
 
 int main(int argc, char **argv)
 {
-	int runs = argc == 5 ? atoi(argv[4]) : 0;
-	long long *ns = calloc(runs > 0 ? (size_t)runs : 1, sizeof(*ns)), peak = 0;
-	char key[512] = "";
+    int runs = argc == 5 ? atoi(argv[4]) : 0;
+    long long *ns = calloc(runs > 0 ? (size_t)runs : 1, sizeof(*ns)), peak = 0;
+    char key[512] = "";
 
-	if (runs <= 0 || !ns) {
-		fprintf(stderr, "usage: bench OS_RELEASE MACHINE RELEASE RUNS\n");
-		return 2;
-	}
-	for (int r = 0; r < runs; r++) {
-		struct btfgen_str err = { 0 };
-		struct btfgen_index x;
-		const char *via;
-		unsigned char *btf = NULL;
-		size_t len;
-		long entry = -1;
-		long long base = bench_live, t0;
+    if (runs <= 0 || !ns) {
+        fprintf(stderr, "usage: bench OS_RELEASE MACHINE RELEASE RUNS\n");
+        return 2;
+    }
+    for (int r = 0; r < runs; r++) {
+        struct btfgen_str err = { 0 };
+        struct btfgen_index x;
+        const char *via;
+        unsigned char *btf = NULL;
+        size_t len;
+        long entry = -1;
+        long long base = bench_live, t0;
 
-		bench_peak = bench_live;
-		t0 = now_ns();
-		if (btfgen_parse_payload(btfgen_payload, BTFGEN_PAYLOAD_LEN, &x, &err) ||
-		    btfgen_lookup(&x, argv[1], strlen(argv[1]), argv[2], argv[3], &entry, &via,
-				  &err) != BTFGEN_OK ||
-		    btfgen_blob_of(&x, (uint32_t)entry, &btf, &len, &err)) {
-			fprintf(stderr, "lookup: %s\n", err.s ? err.s : "?");
-			return 1;
-		}
-		ns[r] = now_ns() - t0;
-		if (bench_peak - base > peak)
-			peak = bench_peak - base;
-		snprintf(key, sizeof(key), "%s", x.keys[entry]);
-		free(btf);
-		btfgen_index_free(&x);
-		free(err.s);
-	}
-	qsort(ns, (size_t)runs, sizeof(*ns), cmp_ll);
-	printf("key=%s\nmedian_ns=%lld\nmin_ns=%lld\npeak_bytes=%lld\n", key, ns[runs / 2], ns[0],
-	       peak);
-	return 0;
+        bench_peak = bench_live;
+        t0 = now_ns();
+        if (btfgen_parse_payload(btfgen_payload, BTFGEN_PAYLOAD_LEN, &x, &err) ||
+            btfgen_lookup(&x, argv[1], strlen(argv[1]), argv[2], argv[3], &entry, &via,
+                  &err) != BTFGEN_OK ||
+            btfgen_blob_of(&x, (uint32_t)entry, &btf, &len, &err)) {
+            fprintf(stderr, "lookup: %s\n", err.s ? err.s : "?");
+            return 1;
+        }
+        ns[r] = now_ns() - t0;
+        if (bench_peak - base > peak)
+            peak = bench_peak - base;
+        snprintf(key, sizeof(key), "%s", x.keys[entry]);
+        free(btf);
+        btfgen_index_free(&x);
+        free(err.s);
+    }
+    qsort(ns, (size_t)runs, sizeof(*ns), cmp_ll);
+    printf("key=%s\nmedian_ns=%lld\nmin_ns=%lld\npeak_bytes=%lld\n", key, ns[runs / 2], ns[0],
+           peak);
+    return 0;
 }
 """
 

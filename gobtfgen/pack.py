@@ -209,10 +209,11 @@ def pack(arch: str, entries: Mapping[str, bytes], *, version: int = VERSION,
     """Build the payload for one arch from {key: minimized BTF}. Same input, same bytes.
 
     version 2 is the node format; version 1 the whole-blob chunks (the benchmark's comparison
-    and the readers' regenerate-error tests: no runtime reads it any more). order="key" keeps blobs (version 1)
-    or kernels (version 2) in key order of first use instead of similarity order; both orders
-    are the same format, readers find everything through the index. group_target (version
-    2) is the column bytes after which a new group starts (tests make it small)."""
+    and the readers' regenerate-error tests: no runtime reads it any more). order="key"
+    keeps blobs (version 1) or kernels (version 2) in key order of first use instead of
+    similarity order; both orders are the same format, readers find everything through the
+    index. group_target (version 2) is the column bytes after which a new group starts
+    (tests make it small)."""
     if version == LEGACY_VERSION:
         return _pack_v1(arch, entries, order=order)
     if version != VERSION:

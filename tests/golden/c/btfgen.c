@@ -140,26 +140,60 @@ static uint32_t btfgen_le32(const unsigned char *p)
 }
 
 /* ---- the payload reader ----------------------------------------------------------------
- * Every offset, length and count is checked against the bytes that hold it: a corrupt payload
- * is an error, never a crash or a huge allocation. */
+ * docs/payload-format.md, version 2: the index once, then per lookup only the groups holding
+ * the picked kernel's nodes and strings. Every offset, length and count is checked against
+ * the bytes that hold it: a corrupt payload is an error, never a crash or a huge allocation.
+ * The error texts are those of the Go runtime. */
 
-struct btfgen_chunk {
-	uint32_t off, clen, raw_len;
+#define BTFGEN_VERSION 2
+#define BTFGEN_MAX_GROUP_LEN (64u << 20)
+/* A kernel's list of nodes (a minimized BTF has hundreds of types, a whole kernel's BTF under a
+ * million), and the bases behind a kernel (gobtfgen packs at most that many). */
+#define BTFGEN_MAX_LIST (1u << 20)
+#define BTFGEN_MAX_CHAIN 16
+
+/* Word roles of a shape, the columns of a group, the ops of a kernel's list. */
+enum { BTFGEN_ROLE_LIT, BTFGEN_ROLE_DELTA, BTFGEN_ROLE_TYPE, BTFGEN_ROLE_NAME };
+enum { BTFGEN_COL_STRINGS, BTFGEN_COL_NAMES, BTFGEN_COL_LITS, BTFGEN_COL_TYPES, BTFGEN_COL_RAW,
+       BTFGEN_COLUMNS };
+enum { BTFGEN_OP_COPY, BTFGEN_OP_SKIP, BTFGEN_OP_NEW, BTFGEN_OP_NODE };
+
+/* Where the words of a record of one BTF kind are stored (into the inflated index); head_len 0:
+ * the payload has no record of that kind. */
+struct btfgen_shape {
+	const unsigned char *head, *group;
+	uint32_t head_len, group_len;
 };
 
-struct btfgen_blob {
-	uint32_t chunk, off, len, crc;
+struct btfgen_group {
+	uint32_t off, clen, nodes, strings, first_node, first_str;
+	uint32_t lens[BTFGEN_COLUMNS];
+	uint32_t size; /* the columns together: the inflated stream */
+};
+
+struct btfgen_kernel {
+	uint32_t crc;
+	int raw;
+	/* node form: rows back to the base (0: none), where its ops start in the index, its first
+	 * fresh node */
+	uint32_t back, ops, first_new;
+	/* raw form: where its bytes are in its group's raw column */
+	uint32_t group, off, length;
 };
 
 struct btfgen_index {
 	char *arch;
-	const unsigned char *data; /* the data area: the chunks */
+	const unsigned char *data; /* the data area: the groups */
 	size_t data_len;
-	uint32_t n_chunks, n_blobs, n_keys;
-	struct btfgen_chunk *chunks;
-	struct btfgen_blob *blobs;
+	unsigned char *index; /* the inflated index without its crc, for the kernels' list ops */
+	size_t index_len;
+	uint32_t n_shapes, n_groups, n_kernels, n_keys;
+	struct btfgen_shape *shapes;
+	struct btfgen_group *groups;
+	struct btfgen_kernel *kernels;
+	uint32_t node_count, string_count;
 	char **keys; /* sorted, unique */
-	uint32_t *entry_blob;
+	uint32_t *entry_kernel;
 };
 
 static void btfgen_index_free(struct btfgen_index *x)
@@ -168,56 +202,145 @@ static void btfgen_index_free(struct btfgen_index *x)
 		for (uint32_t i = 0; i < x->n_keys; i++)
 			free(x->keys[i]);
 	free(x->keys);
-	free(x->entry_blob);
-	free(x->chunks);
-	free(x->blobs);
+	free(x->entry_kernel);
+	free(x->shapes);
+	free(x->groups);
+	free(x->kernels);
+	free(x->index);
 	free(x->arch);
 	memset(x, 0, sizeof(*x));
 }
 
-static int btfgen_inflatable(uint32_t clen, uint32_t raw_len)
+static int btfgen_inflatable(uint32_t clen, uint64_t raw_len)
 {
-	return (uint64_t)raw_len <= (uint64_t)clen * BTFGEN_MAX_RATIO + 1024;
+	return raw_len <= (uint64_t)clen * BTFGEN_MAX_RATIO + 1024;
 }
 
-/* Inflates the raw DEFLATE stream src into out, which must fill completely (the stream may go
- * on: a lookup inflates a chunk only up to the end of the BTF it wants). */
-static int btfgen_inflate(const unsigned char *src, size_t src_len, unsigned char *out,
-			  size_t out_len)
+/* Inflates the raw DEFLATE stream src into out, which it must fill exactly and end there (one
+ * byte more is inflated at most). Returns NULL, or what is wrong. */
+static const char *btfgen_inflate(const unsigned char *src, size_t src_len, unsigned char *out,
+				  size_t out_len)
 {
+	const char *msg = NULL;
+	unsigned char extra;
+	size_t done = 0;
 	z_stream zs;
-	int ret;
 
 	memset(&zs, 0, sizeof(zs));
 	if (inflateInit2(&zs, -15) != Z_OK)
-		return -ENOMEM;
+		return "out of memory";
 	zs.next_in = src;
-	zs.next_out = out;
-	while ((size_t)(zs.next_out - out) < out_len) {
+	for (;;) {
 		/* zlib counts in uInt: feed and drain in pieces it can count. */
 		size_t in_left = src_len - (size_t)(zs.next_in - src);
-		size_t out_left = out_len - (size_t)(zs.next_out - out);
+		int scratch = done == out_len;
+		uInt before;
+		int ret;
 
 		zs.avail_in = in_left > UINT_MAX ? UINT_MAX : (uInt)in_left;
-		zs.avail_out = out_left > UINT_MAX ? UINT_MAX : (uInt)out_left;
-		if (inflate(&zs, Z_NO_FLUSH) != Z_OK)
-			break; /* the end of the stream, truncated input or corrupt data */
+		if (scratch) {
+			zs.next_out = &extra;
+			zs.avail_out = 1;
+		} else {
+			zs.next_out = out + done;
+			zs.avail_out = out_len - done > UINT_MAX ? UINT_MAX : (uInt)(out_len - done);
+		}
+		before = zs.avail_out;
+		ret = inflate(&zs, Z_NO_FLUSH);
+		if (scratch && zs.avail_out == 0) {
+			msg = "inflates to more than its declared length";
+			break;
+		}
+		if (!scratch)
+			done += before - zs.avail_out;
+		if (ret == Z_STREAM_END) {
+			if (done != out_len)
+				msg = "ends before its declared length or does not end there";
+			break;
+		}
+		if (ret != Z_OK) {
+			msg = ret == Z_MEM_ERROR ? "out of memory" : "does not inflate";
+			break;
+		}
 	}
-	ret = (size_t)(zs.next_out - out) == out_len ? 0 : -EBADMSG;
 	inflateEnd(&zs);
-	return ret;
+	return msg;
 }
 
-/* Reads the header and index of a payload (docs/payload-format.md, version 1) into x. No
- * payload at all is the build for an arch gobtfgen does not embed: an index without arch or
- * kernels. On error, err gets the reason and x holds nothing. */
+/* Reads varints and bytes of one buffer; the first error sticks (trunc is the text of running
+ * off its end). */
+struct btfgen_cur {
+	const unsigned char *s;
+	size_t len, pos;
+	const char *trunc, *err;
+};
+
+static uint32_t btfgen_varint(struct btfgen_cur *c)
+{
+	uint32_t v = 0;
+
+	if (c->err)
+		return 0;
+	for (unsigned int shift = 0;; shift += 7) {
+		unsigned char b;
+
+		if (c->pos >= c->len) {
+			c->err = c->trunc;
+			return 0;
+		}
+		b = c->s[c->pos++];
+		if (shift == 28 && b > 0x0f) {
+			c->err = "varint over 32 bits";
+			return 0;
+		}
+		v |= (uint32_t)(b & 0x7f) << shift;
+		if (b < 0x80)
+			return v;
+	}
+}
+
+/* A count of items of at least one byte each, checked against what is left. */
+static uint32_t btfgen_count(struct btfgen_cur *c)
+{
+	uint32_t n = btfgen_varint(c);
+
+	if (!c->err && n > c->len - c->pos)
+		c->err = c->trunc;
+	return c->err ? 0 : n;
+}
+
+static const unsigned char *btfgen_take(struct btfgen_cur *c, uint32_t n)
+{
+	if (c->err)
+		return NULL;
+	if (n > c->len - c->pos) {
+		c->err = c->trunc;
+		return NULL;
+	}
+	c->pos += n;
+	return c->s + c->pos - n;
+}
+
+static uint32_t btfgen_cur_u32(struct btfgen_cur *c)
+{
+	const unsigned char *p = btfgen_take(c, 4);
+
+	return p ? btfgen_le32(p) : 0;
+}
+
+/* Reads the header and index of a payload into x. No payload at all is the build for an arch
+ * gobtfgen does not embed: an index without arch or kernels. On error, err gets the reason and
+ * x holds nothing. */
 static int btfgen_parse_payload(const unsigned char *payload, size_t len, struct btfgen_index *x,
 				struct btfgen_str *err)
 {
-	unsigned char *raw = NULL;
-	size_t pos = 0, ilen_sz;
-	uint32_t clen, ilen, n;
+	struct btfgen_cur c = { .trunc = "payload index truncated" };
+	unsigned char *depth = NULL; /* bases behind each kernel row */
+	const unsigned char *p;
+	uint64_t first = 1, first_str = 1, fresh = 1;
+	uint32_t clen, ilen, n, i;
 	int ret = -EBADMSG;
+	const char *msg;
 
 	memset(x, 0, sizeof(*x));
 	if (len == 0) {
@@ -225,128 +348,206 @@ static int btfgen_parse_payload(const unsigned char *payload, size_t len, struct
 		return x->arch ? 0 : -ENOMEM;
 	}
 	if (len < BTFGEN_HEADER_LEN || memcmp(payload, "GBTF", 4) != 0) {
-		btfgen_add(err, "payload: not a gobtfgen payload (bad header); regenerate it");
+		btfgen_add(err, "payload: not a gobtfgen payload (bad header); run `gobtfgen "
+				"generate` again to regenerate it");
 		return -EBADMSG;
 	}
-	if (payload[4] != 1) {
-		btfgen_addf(err, "payload: format version %d, this code reads 1; regenerate the C "
-			    "code and the payload with the same gobtfgen", payload[4]);
+	if (payload[4] != BTFGEN_VERSION) {
+		btfgen_addf(err, "payload: format version %d was written by %s; this code reads "
+			    "version %d: run `gobtfgen generate` again to regenerate the payload and "
+			    "this code", payload[4], payload[4] < BTFGEN_VERSION ? "an older gobtfgen" :
+			    "a newer gobtfgen; regenerate this code with it", BTFGEN_VERSION);
 		return -EBADMSG;
 	}
 	clen = btfgen_le32(payload + 8);
 	ilen = btfgen_le32(payload + 12);
-	if ((uint64_t)clen > len - BTFGEN_HEADER_LEN || ilen > BTFGEN_MAX_INDEX_LEN ||
+	if ((uint64_t)clen > len - BTFGEN_HEADER_LEN || ilen > BTFGEN_MAX_INDEX_LEN || ilen < 4 ||
 	    !btfgen_inflatable(clen, ilen)) {
 		btfgen_add(err, "payload: index length out of range");
 		return -EBADMSG;
 	}
-	ilen_sz = ilen;
-	raw = malloc(ilen_sz ? ilen_sz : 1);
-	if (!raw)
+	x->index = malloc(ilen);
+	if (!x->index)
 		return -ENOMEM;
-	if (btfgen_inflate(payload + BTFGEN_HEADER_LEN, clen, raw, ilen_sz)) {
-		btfgen_add(err, "payload: index does not inflate");
+	msg = btfgen_inflate(payload + BTFGEN_HEADER_LEN, clen, x->index, ilen);
+	if (msg) {
+		btfgen_addf(err, "payload: index: %s", msg);
+		goto out;
+	}
+	x->index_len = ilen - 4;
+	if (crc32(0L, x->index, (uInt)x->index_len) != btfgen_le32(x->index + x->index_len)) {
+		btfgen_add(err, "payload: index fails its checksum");
 		goto out;
 	}
 	x->data = payload + BTFGEN_HEADER_LEN + clen;
 	x->data_len = len - BTFGEN_HEADER_LEN - clen;
+	c.s = x->index;
+	c.len = x->index_len;
 
-/* need(n): n more bytes of the index are there, else the index is truncated. */
-#define BTFGEN_NEED(nbytes) do { \
-		if ((uint64_t)(nbytes) > ilen_sz - pos) { \
-			btfgen_add(err, "payload: payload index truncated"); \
+/* Leaves on the cursor's first error. */
+#define BTFGEN_CHECK() do { \
+		if (c.err) { \
+			btfgen_addf(err, "payload: %s", c.err); \
 			goto out; \
 		} \
 	} while (0)
-#define BTFGEN_U16() (pos += 2, (uint32_t)raw[pos - 2] | (uint32_t)raw[pos - 1] << 8)
-#define BTFGEN_U32() (pos += 4, btfgen_le32(raw + pos - 4))
 
-	BTFGEN_NEED(2);
-	n = BTFGEN_U16();
-	BTFGEN_NEED(n);
-	x->arch = btfgen_strndup((const char *)raw + pos, n);
-	if (!x->arch || memchr(x->arch, '\0', n)) {
-		ret = x->arch ? -EBADMSG : -ENOMEM;
+	n = btfgen_varint(&c);
+	p = btfgen_take(&c, n);
+	BTFGEN_CHECK();
+	if (memchr(p, '\0', n)) {
 		btfgen_add(err, "payload: bad arch name");
 		goto out;
 	}
-	pos += n;
-
-	BTFGEN_NEED(4);
-	n = BTFGEN_U32();
-	BTFGEN_NEED((uint64_t)n * 12);
-	x->chunks = calloc(n ? n : 1, sizeof(*x->chunks));
-	if (!x->chunks) {
+	if (!(x->arch = btfgen_strndup((const char *)p, n))) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	x->n_chunks = n;
-	for (uint32_t i = 0; i < n; i++) {
-		struct btfgen_chunk *ch = &x->chunks[i];
 
-		ch->off = BTFGEN_U32();
-		ch->clen = BTFGEN_U32();
-		ch->raw_len = BTFGEN_U32();
-		if ((uint64_t)ch->off + ch->clen > x->data_len ||
-		    !btfgen_inflatable(ch->clen, ch->raw_len)) {
-			btfgen_addf(err, "payload: chunk %u out of range", i);
-			goto out;
-		}
-	}
-
-	BTFGEN_NEED(4);
-	n = BTFGEN_U32();
-	BTFGEN_NEED((uint64_t)n * 16);
-	x->blobs = calloc(n ? n : 1, sizeof(*x->blobs));
-	if (!x->blobs) {
+	n = btfgen_count(&c);
+	BTFGEN_CHECK();
+	if (!(x->shapes = calloc(n ? n : 1, sizeof(*x->shapes)))) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	x->n_blobs = n;
-	for (uint32_t i = 0; i < n; i++) {
-		struct btfgen_blob *b = &x->blobs[i];
+	x->n_shapes = n;
+	for (i = 0; i < n; i++) {
+		struct btfgen_shape *s = &x->shapes[i];
 
-		b->chunk = BTFGEN_U32();
-		b->off = BTFGEN_U32();
-		b->len = BTFGEN_U32();
-		b->crc = BTFGEN_U32();
-		if (b->chunk >= x->n_chunks ||
-		    (uint64_t)b->off + b->len > x->chunks[b->chunk].raw_len) {
-			btfgen_addf(err, "payload: blob %u out of range", i);
-			goto out;
+		s->head_len = btfgen_varint(&c);
+		s->head = btfgen_take(&c, s->head_len);
+		s->group_len = btfgen_varint(&c);
+		s->group = btfgen_take(&c, s->group_len);
+		BTFGEN_CHECK();
+		for (uint32_t j = 0; j < s->head_len + s->group_len; j++) {
+			unsigned char role = j < s->head_len ? s->head[j] : s->group[j - s->head_len];
+
+			if (role > BTFGEN_ROLE_NAME) {
+				btfgen_addf(err, "payload: shape %u has unknown role %u", i, role);
+				goto out;
+			}
 		}
 	}
 
-	BTFGEN_NEED(4);
-	n = BTFGEN_U32();
-	BTFGEN_NEED((uint64_t)n * 6);
+	n = btfgen_count(&c);
+	BTFGEN_CHECK();
+	if (!(x->groups = calloc(n ? n : 1, sizeof(*x->groups)))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	x->n_groups = n;
+	for (i = 0; i < n; i++) {
+		struct btfgen_group *g = &x->groups[i];
+		uint64_t size = 0;
+
+		g->off = btfgen_varint(&c);
+		g->clen = btfgen_varint(&c);
+		g->nodes = btfgen_varint(&c);
+		g->strings = btfgen_varint(&c);
+		for (int j = 0; j < BTFGEN_COLUMNS; j++) {
+			g->lens[j] = btfgen_varint(&c);
+			size += g->lens[j];
+		}
+		BTFGEN_CHECK();
+		if ((uint64_t)g->off + g->clen > x->data_len || size > BTFGEN_MAX_GROUP_LEN ||
+		    !btfgen_inflatable(g->clen, size) || first + g->nodes > UINT32_MAX ||
+		    first_str + g->strings > UINT32_MAX) {
+			btfgen_addf(err, "payload: group %u out of range", i);
+			goto out;
+		}
+		/* Groups lie in order and apart: a lookup inflates each compressed byte at most
+		 * once, however many groups it needs. */
+		if (i > 0 && (uint64_t)g->off < (uint64_t)g[-1].off + g[-1].clen) {
+			btfgen_addf(err, "payload: group %u overlaps the group before it", i);
+			goto out;
+		}
+		g->size = (uint32_t)size;
+		g->first_node = (uint32_t)first;
+		g->first_str = (uint32_t)first_str;
+		first += g->nodes;
+		first_str += g->strings;
+	}
+	x->node_count = (uint32_t)(first - 1);
+	x->string_count = (uint32_t)(first_str - 1);
+
+	n = btfgen_count(&c);
+	BTFGEN_CHECK();
+	x->kernels = calloc(n ? n : 1, sizeof(*x->kernels));
+	depth = calloc(n ? n : 1, 1);
+	if (!x->kernels || !depth) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	x->n_kernels = n;
+	for (i = 0; i < n; i++) {
+		struct btfgen_kernel *k = &x->kernels[i];
+		uint32_t tag = btfgen_varint(&c);
+
+		k->crc = btfgen_cur_u32(&c);
+		BTFGEN_CHECK();
+		if (tag == 1) {
+			k->raw = 1;
+			k->group = btfgen_varint(&c);
+			k->off = btfgen_varint(&c);
+			k->length = btfgen_varint(&c);
+			BTFGEN_CHECK();
+			if (k->group >= x->n_groups || (uint64_t)k->off + k->length >
+			    x->groups[k->group].lens[BTFGEN_COL_RAW]) {
+				btfgen_addf(err, "payload: kernel %u out of range", i);
+				goto out;
+			}
+			continue;
+		}
+		k->back = tag >> 1;
+		if ((tag & 1) || k->back > i || (k->back && x->kernels[i - k->back].raw)) {
+			btfgen_addf(err, "payload: kernel %u has a bad tag", i);
+			goto out;
+		}
+		if (k->back) {
+			if (depth[i - k->back] == BTFGEN_MAX_CHAIN) {
+				btfgen_addf(err, "payload: kernel %u: its chain of bases is longer than "
+					    "%d", i, BTFGEN_MAX_CHAIN);
+				goto out;
+			}
+			depth[i] = (unsigned char)(depth[i - k->back] + 1);
+		}
+		k->ops = (uint32_t)c.pos;
+		k->first_new = fresh > UINT32_MAX ? UINT32_MAX : (uint32_t)fresh;
+		for (uint32_t ops = btfgen_count(&c); ops > 0 && !c.err; ops--) {
+			uint32_t op = btfgen_varint(&c);
+
+			if ((op & 3) == BTFGEN_OP_NEW)
+				fresh += op >> 2;
+		}
+		BTFGEN_CHECK();
+	}
+
+	n = btfgen_count(&c);
+	BTFGEN_CHECK();
 	x->keys = calloc(n ? n : 1, sizeof(*x->keys));
-	x->entry_blob = calloc(n ? n : 1, sizeof(*x->entry_blob));
-	if (!x->keys || !x->entry_blob) {
+	x->entry_kernel = calloc(n ? n : 1, sizeof(*x->entry_kernel));
+	if (!x->keys || !x->entry_kernel) {
 		ret = -ENOMEM;
 		goto out;
 	}
 	x->n_keys = n;
-	for (uint32_t i = 0; i < n; i++) {
-		uint32_t key_len;
+	for (i = 0; i < n; i++) {
+		uint32_t key_len = btfgen_varint(&c);
 
-		BTFGEN_NEED(2);
-		key_len = BTFGEN_U16();
-		BTFGEN_NEED((uint64_t)key_len + 4);
+		p = btfgen_take(&c, key_len);
+		x->entry_kernel[i] = btfgen_varint(&c);
+		BTFGEN_CHECK();
 		/* A key is a path: a NUL in it is corruption (and would end it early here). */
-		if (memchr(raw + pos, '\0', key_len)) {
+		if (memchr(p, '\0', key_len)) {
 			btfgen_addf(err, "payload: entry %u has a NUL byte in its key", i);
 			goto out;
 		}
-		x->keys[i] = btfgen_strndup((const char *)raw + pos, key_len);
-		if (!x->keys[i]) {
+		if (!(x->keys[i] = btfgen_strndup((const char *)p, key_len))) {
 			ret = -ENOMEM;
 			goto out;
 		}
-		pos += key_len;
-		x->entry_blob[i] = BTFGEN_U32();
-		if (x->entry_blob[i] >= x->n_blobs) {
-			btfgen_addf(err, "payload: entry %u points past the blobs", i);
+		if (x->entry_kernel[i] >= x->n_kernels) {
+			btfgen_addf(err, "payload: entry %u points past the kernels", i);
 			goto out;
 		}
 		if (i > 0 && strcmp(x->keys[i - 1], x->keys[i]) >= 0) {
@@ -354,16 +555,14 @@ static int btfgen_parse_payload(const unsigned char *payload, size_t len, struct
 			goto out;
 		}
 	}
-	if (pos != ilen_sz) {
+	if (c.pos != c.len) {
 		btfgen_add(err, "payload: payload index has trailing bytes");
 		goto out;
 	}
-#undef BTFGEN_NEED
-#undef BTFGEN_U16
-#undef BTFGEN_U32
+#undef BTFGEN_CHECK
 	ret = 0;
 out:
-	free(raw);
+	free(depth);
 	if (ret)
 		btfgen_index_free(x);
 	return ret;
@@ -388,33 +587,745 @@ static long btfgen_find(const struct btfgen_index *x, const char *key)
 	return -1;
 }
 
-/* Inflates the one chunk that holds an entry's BTF, up to the end of that BTF only, and checks
- * its crc32. *out is malloc'd. */
+/* One kernel's rebuild: the groups it inflated (each once). */
+struct btfgen_lookup {
+	const struct btfgen_index *x;
+	unsigned char **groups;
+};
+
+static void btfgen_lookup_free(struct btfgen_lookup *l)
+{
+	if (l->groups)
+		for (uint32_t g = 0; g < l->x->n_groups; g++)
+			free(l->groups[g]);
+	free(l->groups);
+}
+
+/* Inflates group g's stream (once per lookup) into *data. */
+static int btfgen_group_data(struct btfgen_lookup *l, uint32_t g, const unsigned char **data,
+			     struct btfgen_str *err)
+{
+	const struct btfgen_group *row = &l->x->groups[g];
+	const char *msg;
+
+	if (!l->groups[g]) {
+		unsigned char *buf = malloc(row->size ? row->size : 1);
+
+		if (!buf)
+			return -ENOMEM;
+		msg = btfgen_inflate(l->x->data + row->off, row->clen, buf, row->size);
+		if (msg) {
+			btfgen_addf(err, "payload: group %u: %s", g, msg);
+			free(buf);
+			return msg[0] == 'o' ? -ENOMEM : -EBADMSG;
+		}
+		l->groups[g] = buf;
+	}
+	*data = l->groups[g];
+	return 0;
+}
+
+/* Where column col of group g starts in its stream. */
+static size_t btfgen_column_at(const struct btfgen_group *row, int col)
+{
+	size_t at = 0;
+
+	for (int j = 0; j < col; j++)
+		at += row->lens[j];
+	return at;
+}
+
+static struct btfgen_cur btfgen_column(const struct btfgen_group *row, const unsigned char *data,
+				       int col)
+{
+	struct btfgen_cur c = { .s = data + btfgen_column_at(row, col), .len = row->lens[col],
+				.trunc = "column truncated" };
+	return c;
+}
+
+/* A growing array of words. */
+struct btfgen_words {
+	uint32_t *w;
+	size_t n, cap;
+};
+
+static int btfgen_words_reserve(struct btfgen_words *v, size_t more)
+{
+	if (v->n + more > v->cap) {
+		size_t cap = (v->n + more) * 2;
+		uint32_t *p = realloc(v->w, cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		v->w = p;
+		v->cap = cap;
+	}
+	return 0;
+}
+
+static int btfgen_cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The position of v in the sorted, unique s[0..n), or -1. */
+static long btfgen_search(const uint32_t *s, size_t n, uint32_t v)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (s[mid] == v)
+			return (long)mid;
+		if (s[mid] < v)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+/* Builds a kernel's list of nodes (local type id i+1 is node list->w[i]) from its chain of
+ * bases. */
+static int btfgen_node_list(const struct btfgen_index *x, uint32_t kernel,
+			    struct btfgen_words *list, struct btfgen_str *err)
+{
+	uint32_t chain[BTFGEN_MAX_CHAIN + 1];
+	struct btfgen_words base = { 0 }, tmp;
+	char node_msg[64];
+	int depth = 0, ret = 0;
+
+	chain[0] = kernel;
+	for (uint32_t k = kernel; x->kernels[k].back;) {
+		if (depth == BTFGEN_MAX_CHAIN) /* the parser has checked it */
+			return -EBADMSG;
+		k -= x->kernels[k].back;
+		chain[++depth] = k;
+	}
+	list->n = 0;
+	for (int i = depth; i >= 0; i--) {
+		const struct btfgen_kernel *k = &x->kernels[chain[i]];
+		struct btfgen_cur c = { .s = x->index, .len = x->index_len, .pos = k->ops,
+					.trunc = "payload index truncated" };
+		uint64_t fresh = k->first_new;
+		size_t at = 0;
+
+		tmp = base;
+		base = *list;
+		*list = tmp;
+		list->n = 0;
+		for (uint32_t ops = btfgen_count(&c); ops > 0 && !c.err; ops--) {
+			uint32_t op = btfgen_varint(&c), code = op & 3, arg = op >> 2, grows;
+
+			if (c.err)
+				break;
+			if (arg == 0) {
+				c.err = "empty list op";
+				break;
+			}
+			if ((code == BTFGEN_OP_COPY || code == BTFGEN_OP_SKIP) && arg > base.n - at) {
+				c.err = "list op past its base";
+				break;
+			}
+			/* Checked before the list grows: a NEW op's argument is up to 2^30. */
+			grows = code == BTFGEN_OP_NODE ? 1 : code == BTFGEN_OP_SKIP ? 0 : arg;
+			if (grows > BTFGEN_MAX_LIST - list->n) {
+				c.err = "list too long";
+				break;
+			}
+			if (btfgen_words_reserve(list, grows)) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			for (uint32_t j = 0; j < grows; j++) {
+				uint64_t node = code == BTFGEN_OP_COPY ? base.w[at + j] :
+						code == BTFGEN_OP_NEW ? fresh++ : arg;
+
+				if (node == 0 || node > x->node_count) {
+					snprintf(node_msg, sizeof(node_msg), "node %llu of %u",
+						 (unsigned long long)node, x->node_count);
+					c.err = node_msg;
+					break;
+				}
+				list->w[list->n++] = (uint32_t)node;
+			}
+			if (code == BTFGEN_OP_COPY || code == BTFGEN_OP_SKIP)
+				at += arg;
+		}
+		if (c.err) {
+			btfgen_addf(err, "payload: kernel %u: %s", chain[i], c.err);
+			ret = -EBADMSG;
+			goto out;
+		}
+	}
+out:
+	free(base.w);
+	return ret;
+}
+
+/* A decoded node: its name (a string number), info, and the words after the info word as
+ * stored (literals rebuilt; type and name words as the payload holds them) at
+ * vals[start .. start+words). */
+struct btfgen_node {
+	uint32_t name, info;
+	size_t start, words;
+};
+
+/* Where a full node's name and type words start in their columns: a derived node of its name
+ * reads them again from there. An open-addressing table by name (name 0: a free slot). */
+struct btfgen_tmpl {
+	uint32_t name, info;
+	size_t names, types;
+};
+
+struct btfgen_tmpls {
+	struct btfgen_tmpl *t;
+	size_t cap, n; /* cap a power of two, n < cap / 2 */
+};
+
+static struct btfgen_tmpl *btfgen_tmpl_slot(struct btfgen_tmpl *t, size_t cap, uint32_t name)
+{
+	size_t i = (name * 2654435761u) & (cap - 1);
+
+	while (t[i].name && t[i].name != name)
+		i = (i + 1) & (cap - 1);
+	return &t[i];
+}
+
+static int btfgen_tmpl_put(struct btfgen_tmpls *m, uint32_t name, uint32_t info, size_t names,
+			   size_t types)
+{
+	struct btfgen_tmpl *s;
+
+	if (2 * (m->n + 1) > m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 64;
+		struct btfgen_tmpl *t = calloc(cap, sizeof(*t));
+
+		if (!t)
+			return -ENOMEM;
+		for (size_t i = 0; i < m->cap; i++)
+			if (m->t[i].name)
+				*btfgen_tmpl_slot(t, cap, m->t[i].name) = m->t[i];
+		free(m->t);
+		m->t = t;
+		m->cap = cap;
+	}
+	s = btfgen_tmpl_slot(m->t, m->cap, name);
+	if (!s->name)
+		m->n++;
+	s->name = name;
+	s->info = info;
+	s->names = names;
+	s->types = types;
+	return 0;
+}
+
+/* The roles of a record with this info word, or an error. */
+static int btfgen_shape_of(const struct btfgen_index *x, uint32_t info,
+			   const struct btfgen_shape **shape, uint32_t *count, struct btfgen_str *err)
+{
+	uint32_t kind = info >> 24 & 0x1f;
+
+	if (kind >= x->n_shapes || x->shapes[kind].head_len == 0) {
+		btfgen_addf(err, "payload: a node of kind %u, which has no shape", kind);
+		return -EBADMSG;
+	}
+	*shape = &x->shapes[kind];
+	*count = (*shape)->group_len ? (info & 0xffff) : 0;
+	return 0;
+}
+
+/* The role of word pos (after the info word) of a record of this shape. */
+static unsigned char btfgen_role(const struct btfgen_shape *s, size_t pos)
+{
+	if (pos < s->head_len)
+		return s->head[pos];
+	return s->group[(pos - s->head_len) % s->group_len];
+}
+
+/* Decodes the nodes of group g in order, up to the last of want (sorted, n_want of them, all
+ * in the group), and keeps those in out (parallel to want), their words appended to vals. A
+ * node may be at most 4 words longer than 4 times the column bytes it took
+ * (docs/payload-format.md): that bounds the work by the group's size. */
+static int btfgen_decode_group(struct btfgen_lookup *l, uint32_t g, const uint32_t *want,
+			       size_t n_want, struct btfgen_node *out, struct btfgen_words *vals,
+			       struct btfgen_str *err)
+{
+	const struct btfgen_group *row = &l->x->groups[g];
+	struct btfgen_cur names, lits, types;
+	struct btfgen_tmpls tmpls = { 0 };
+	struct btfgen_words cur = { 0 };
+	const unsigned char *data;
+	size_t w = 0;
+	int ret;
+
+	ret = btfgen_group_data(l, g, &data, err);
+	if (ret)
+		return ret;
+	names = btfgen_column(row, data, BTFGEN_COL_NAMES);
+	lits = btfgen_column(row, data, BTFGEN_COL_LITS);
+	types = btfgen_column(row, data, BTFGEN_COL_TYPES);
+	for (uint32_t i = 0; i < row->nodes && w < n_want; i++) {
+		uint32_t node = row->first_node + i, h, name, info, count;
+		size_t took = names.pos + lits.pos + types.pos;
+		uint64_t words;
+		struct btfgen_cur tnames = { 0 }, ttypes = { 0 };
+		const struct btfgen_shape *shape;
+		int derived;
+
+		h = btfgen_varint(&names);
+		name = h >> 1;
+		derived = h & 1;
+		if (derived) {
+			const struct btfgen_tmpl *t = name && tmpls.cap ?
+				btfgen_tmpl_slot(tmpls.t, tmpls.cap, name) : NULL;
+
+			if (!t || !t->name) {
+				btfgen_addf(err, "payload: node %u derives from a name no earlier node "
+					    "of its group has", node);
+				ret = -EBADMSG;
+				goto out;
+			}
+			info = t->info;
+			tnames = names;
+			tnames.pos = t->names;
+			ttypes = types;
+			ttypes.pos = t->types;
+		} else {
+			uint32_t v = btfgen_varint(&lits);
+
+			info = v >> 8 | v << 24;
+			if (name && (ret = btfgen_tmpl_put(&tmpls, name, info, names.pos, types.pos)))
+				goto out;
+		}
+		ret = btfgen_shape_of(l->x, info, &shape, &count, err);
+		if (ret)
+			goto out;
+		words = shape->head_len + (uint64_t)shape->group_len * count;
+		cur.n = 0;
+		for (size_t pos = 0; pos < words; pos++) {
+			uint32_t v;
+
+			if ((pos & 63) == 0 &&
+			    pos > 4 * (uint64_t)(names.pos + lits.pos + types.pos - took) + 4)
+				break; /* checked exactly below; stops a lying node early */
+			if (cur.n == cur.cap && (ret = btfgen_words_reserve(&cur, 64)))
+				goto out;
+			switch (btfgen_role(shape, pos)) {
+			case BTFGEN_ROLE_LIT:
+				v = btfgen_varint(&lits);
+				break;
+			case BTFGEN_ROLE_DELTA: {
+				uint32_t prev = pos >= shape->head_len + shape->group_len ?
+					cur.w[pos - shape->group_len] : 0;
+				uint32_t d = btfgen_varint(&lits);
+
+				v = prev + (d >> 1 ^ (0u - (d & 1)));
+				break;
+			}
+			case BTFGEN_ROLE_TYPE:
+				v = btfgen_varint(derived ? &ttypes : &types);
+				break;
+			default:
+				v = btfgen_varint(derived ? &tnames : &names);
+				break;
+			}
+			cur.w[cur.n++] = v;
+		}
+		{
+			const struct btfgen_cur *cols[] = { &names, &lits, &types, &tnames, &ttypes };
+
+			for (size_t j = 0; j < sizeof(cols) / sizeof(cols[0]); j++) {
+				if (cols[j]->err) {
+					btfgen_addf(err, "payload: group %u node %u: %s", g, node,
+						    cols[j]->err);
+					ret = -EBADMSG;
+					goto out;
+				}
+			}
+		}
+		if (words > 4 * (uint64_t)(names.pos + lits.pos + types.pos - took) + 4) {
+			btfgen_addf(err, "payload: node %u is longer than its columns allow", node);
+			ret = -EBADMSG;
+			goto out;
+		}
+		if (node == want[w]) {
+			if ((ret = btfgen_words_reserve(vals, (size_t)words)))
+				goto out;
+			out[w].name = name;
+			out[w].info = info;
+			out[w].start = vals->n;
+			out[w].words = (size_t)words;
+			memcpy(vals->w + vals->n, cur.w, (size_t)words * sizeof(*cur.w));
+			vals->n += words;
+			w++;
+		}
+	}
+	if (w < n_want && want[w] < row->first_node + row->nodes) {
+		btfgen_addf(err, "payload: group %u ends before node %u", g, want[w]);
+		ret = -EBADMSG;
+	}
+out:
+	free(tmpls.t);
+	free(cur.w);
+	return ret;
+}
+
+/* The group holding node n (strings: string n). */
+static uint32_t btfgen_group_of(const struct btfgen_index *x, uint32_t n, int strings)
+{
+	uint32_t lo = 0, hi = x->n_groups;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		const struct btfgen_group *g = &x->groups[mid];
+
+		if ((strings ? (uint64_t)g->first_str + g->strings : (uint64_t)g->first_node +
+		     g->nodes) > n)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
+}
+
+/* A string the kernel uses: its text in an inflated group, and its offset in the rebuilt
+ * string section (0 until it is first written). */
+struct btfgen_text {
+	const unsigned char *s;
+	size_t len;
+	uint32_t off;
+};
+
+/* A name and the one local type id it anchors (0: several types have it). */
+struct btfgen_anchor {
+	uint32_t name, id;
+};
+
+static int btfgen_cmp_anchor(const void *a, const void *b)
+{
+	const struct btfgen_anchor *x = a, *y = b;
+
+	return x->name < y->name ? -1 : x->name > y->name ? 1 : x->id < y->id ? -1 : x->id > y->id;
+}
+
+static void btfgen_put32(unsigned char *p, uint32_t w)
+{
+	p[0] = (unsigned char)w;
+	p[1] = (unsigned char)(w >> 8);
+	p[2] = (unsigned char)(w >> 16);
+	p[3] = (unsigned char)(w >> 24);
+}
+
+/* The offset of string number s (one of nums, sorted, unique; texts parallel to it) in the
+ * string section strtab, appending it on first use. */
+static uint32_t btfgen_str_off(struct btfgen_text *texts, const uint32_t *nums, size_t n,
+			       uint32_t s, unsigned char *strtab, size_t *str_len)
+{
+	struct btfgen_text *t;
+
+	if (s == 0)
+		return 0;
+	t = &texts[btfgen_search(nums, n, s)];
+	if (!t->off) {
+		t->off = (uint32_t)*str_len;
+		memcpy(strtab + *str_len, t->s, t->len);
+		*str_len += t->len;
+		strtab[(*str_len)++] = '\0';
+	}
+	return t->off;
+}
+
+/* Writes the minimized BTF of a node-form kernel (docs/payload-format.md, "Rebuilding a
+ * kernel's BTF"); *out is malloc'd. */
+static int btfgen_rebuild(struct btfgen_lookup *l, uint32_t kernel, unsigned char **out,
+			  size_t *out_len, struct btfgen_str *err)
+{
+	const struct btfgen_index *x = l->x;
+	struct btfgen_words list = { 0 }, vals = { 0 }, strs = { 0 };
+	uint32_t *want = NULL, *local = NULL;
+	struct btfgen_node *nodes = NULL;
+	struct btfgen_anchor *anchors = NULL;
+	struct btfgen_text *texts = NULL;
+	unsigned char *btf = NULL, *strtab;
+	size_t n, n_anchors = 0, n_strs = 0, type_len, str_len, at;
+	int ret;
+
+	ret = btfgen_node_list(x, kernel, &list, err);
+	if (ret)
+		goto out;
+	n = list.n;
+	want = malloc((n ? n : 1) * sizeof(*want));
+	local = malloc((n ? n : 1) * sizeof(*local));
+	nodes = calloc(n ? n : 1, sizeof(*nodes));
+	anchors = malloc((n ? n : 1) * sizeof(*anchors));
+	if (!want || !local || !nodes || !anchors) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	memcpy(want, list.w, n * sizeof(*want));
+	qsort(want, n, sizeof(*want), btfgen_cmp_u32);
+	for (size_t i = 1; i < n; i++) {
+		if (want[i] == want[i - 1]) {
+			btfgen_addf(err, "payload: kernel %u lists node %u twice", kernel, want[i]);
+			ret = -EBADMSG;
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		local[btfgen_search(want, n, list.w[i])] = (uint32_t)(i + 1);
+	for (size_t w = 0; w < n;) {
+		uint32_t g = btfgen_group_of(x, want[w], 0);
+		uint64_t end_node = (uint64_t)x->groups[g].first_node + x->groups[g].nodes;
+		size_t end = w;
+
+		while (end < n && want[end] < end_node)
+			end++;
+		ret = btfgen_decode_group(l, g, want + w, end - w, nodes + w, &vals, err);
+		if (ret)
+			goto out;
+		w = end;
+	}
+	/* Anchors (a name held by one type of the kernel), and the strings the kernel uses. */
+	for (size_t i = 0; i < n; i++) {
+		const struct btfgen_node *nd = &nodes[btfgen_search(want, n, list.w[i])];
+		const struct btfgen_shape *shape;
+		uint32_t count;
+
+		if (nd->name) {
+			anchors[n_anchors].name = nd->name;
+			anchors[n_anchors++].id = (uint32_t)(i + 1);
+			if ((ret = btfgen_words_reserve(&strs, 1)))
+				goto out;
+			strs.w[strs.n++] = nd->name;
+		}
+		if ((ret = btfgen_shape_of(x, nd->info, &shape, &count, err)))
+			goto out;
+		for (size_t pos = 0; pos < nd->words; pos++) {
+			uint32_t v = vals.w[nd->start + pos];
+
+			if (btfgen_role(shape, pos) == BTFGEN_ROLE_NAME && v) {
+				if ((ret = btfgen_words_reserve(&strs, 1)))
+					goto out;
+				strs.w[strs.n++] = v;
+			}
+		}
+	}
+	qsort(anchors, n_anchors, sizeof(*anchors), btfgen_cmp_anchor);
+	{
+		size_t kept = 0;
+
+		for (size_t i = 0; i < n_anchors;) {
+			size_t j = i + 1;
+
+			while (j < n_anchors && anchors[j].name == anchors[i].name)
+				j++;
+			anchors[kept].name = anchors[i].name;
+			anchors[kept++].id = j - i == 1 ? anchors[i].id : 0;
+			i = j;
+		}
+		n_anchors = kept;
+	}
+	qsort(strs.w, strs.n, sizeof(*strs.w), btfgen_cmp_u32);
+	for (size_t i = 0; i < strs.n; i++)
+		if (!n_strs || strs.w[n_strs - 1] != strs.w[i])
+			strs.w[n_strs++] = strs.w[i];
+	texts = calloc(n_strs ? n_strs : 1, sizeof(*texts));
+	if (!texts) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	str_len = 1;
+	for (size_t s = 0; s < n_strs;) {
+		const struct btfgen_group *row;
+		const unsigned char *data, *col, *end;
+		size_t col_len;
+		uint32_t g;
+
+		if (strs.w[s] > x->string_count) {
+			btfgen_addf(err, "payload: string %u of %u", strs.w[s], x->string_count);
+			ret = -EBADMSG;
+			goto out;
+		}
+		g = btfgen_group_of(x, strs.w[s], 1);
+		if ((ret = btfgen_group_data(l, g, &data, err)))
+			goto out;
+		row = &x->groups[g];
+		col = data + btfgen_column_at(row, BTFGEN_COL_STRINGS);
+		col_len = row->lens[BTFGEN_COL_STRINGS];
+		for (uint64_t num = row->first_str; num < (uint64_t)row->first_str + row->strings &&
+		     s < n_strs; num++) {
+			end = col_len ? memchr(col, '\0', col_len) : NULL;
+			if (!end || end == col) {
+				btfgen_addf(err, "payload: group %u: string column short or an empty "
+					    "string in it", g);
+				ret = -EBADMSG;
+				goto out;
+			}
+			if (strs.w[s] == num) {
+				texts[s].s = col;
+				texts[s].len = (size_t)(end - col);
+				str_len += texts[s].len + 1;
+				s++;
+			}
+			col_len -= (size_t)(end - col) + 1;
+			col = end + 1;
+		}
+	}
+	type_len = 4 * (2 * n + vals.n);
+	if (type_len > UINT32_MAX || str_len > UINT32_MAX - 24 - type_len) {
+		btfgen_addf(err, "payload: kernel %u is too large", kernel);
+		ret = -EBADMSG;
+		goto out;
+	}
+	btf = malloc(24 + type_len + str_len);
+	if (!btf) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	strtab = btf + 24 + type_len;
+	strtab[0] = '\0';
+	str_len = 1;
+	at = 24;
+	for (size_t i = 0; i < n; i++) {
+		const struct btfgen_node *nd = &nodes[btfgen_search(want, n, list.w[i])];
+		const struct btfgen_shape *shape;
+		uint32_t count, w;
+
+		btfgen_shape_of(x, nd->info, &shape, &count, err);
+		w = btfgen_str_off(texts, strs.w, n_strs, nd->name, strtab, &str_len);
+		btfgen_put32(btf + at, w);
+		btfgen_put32(btf + at + 4, nd->info);
+		at += 8;
+		for (size_t pos = 0; pos < nd->words; pos++) {
+			w = vals.w[nd->start + pos];
+			switch (btfgen_role(shape, pos)) {
+			case BTFGEN_ROLE_TYPE:
+				if (w == 0) {
+					break;
+				} else if (w & 1) {
+					struct btfgen_anchor key = { .name = w >> 1 }, *a;
+					size_t lo = 0, hi = n_anchors;
+
+					while (lo < hi) { /* the anchor of name w >> 1 */
+						size_t mid = lo + (hi - lo) / 2;
+
+						if (anchors[mid].name < key.name)
+							lo = mid + 1;
+						else
+							hi = mid;
+					}
+					a = lo < n_anchors && anchors[lo].name == key.name ? &anchors[lo] :
+						NULL;
+					if (!a || !a->id) {
+						btfgen_addf(err, "payload: kernel %u: no single type named "
+							    "by string %u", kernel, w >> 1);
+						ret = -EBADMSG;
+						goto out;
+					}
+					w = a->id;
+				} else {
+					long pos_of = btfgen_search(want, n, (w >> 1) - 1);
+
+					if (pos_of < 0) {
+						btfgen_addf(err, "payload: kernel %u: a node refers to a "
+							    "node the kernel lacks", kernel);
+						ret = -EBADMSG;
+						goto out;
+					}
+					w = local[pos_of];
+				}
+				break;
+			case BTFGEN_ROLE_NAME:
+				w = btfgen_str_off(texts, strs.w, n_strs, w, strtab, &str_len);
+				break;
+			default:
+				break;
+			}
+			btfgen_put32(btf + at, w);
+			at += 4;
+		}
+	}
+	btf[0] = 0x9f;
+	btf[1] = 0xeb;
+	btf[2] = 1; /* version 1, flags 0 */
+	btf[3] = 0;
+	btfgen_put32(btf + 4, 24);
+	btfgen_put32(btf + 8, 0);
+	btfgen_put32(btf + 12, (uint32_t)type_len);
+	btfgen_put32(btf + 16, (uint32_t)type_len);
+	btfgen_put32(btf + 20, (uint32_t)str_len);
+	*out = btf;
+	*out_len = 24 + type_len + str_len;
+	btf = NULL;
+	ret = 0;
+out:
+	free(btf);
+	free(list.w);
+	free(vals.w);
+	free(strs.w);
+	free(want);
+	free(local);
+	free(nodes);
+	free(anchors);
+	free(texts);
+	return ret;
+}
+
+/* An entry's minimized BTF: rebuilt from its nodes, or its raw bytes, checked against the
+ * crc32 the packer recorded. *out is malloc'd. */
 static int btfgen_blob_of(const struct btfgen_index *x, uint32_t entry, unsigned char **out,
 			  size_t *out_len, struct btfgen_str *err)
 {
-	const struct btfgen_blob *b = &x->blobs[x->entry_blob[entry]];
-	const struct btfgen_chunk *ch = &x->chunks[b->chunk];
-	size_t need = (size_t)b->off + b->len;
-	unsigned char *buf = malloc(need ? need : 1);
+	uint32_t kernel = x->entry_kernel[entry];
+	const struct btfgen_kernel *k = &x->kernels[kernel];
+	struct btfgen_lookup l = { .x = x };
+	struct btfgen_str why = { 0 };
+	unsigned char *data = NULL;
+	size_t len = 0;
+	int ret;
 
-	if (!buf)
+	l.groups = calloc(x->n_groups ? x->n_groups : 1, sizeof(*l.groups));
+	if (!l.groups)
 		return -ENOMEM;
-	if (btfgen_inflate(x->data + ch->off, ch->clen, buf, need)) {
-		btfgen_addf(err, "payload: chunk %u of %s does not inflate", b->chunk,
-			    x->keys[entry]);
-		free(buf);
-		return -EBADMSG;
+	if (k->raw) {
+		const unsigned char *group;
+
+		ret = btfgen_group_data(&l, k->group, &group, err);
+		if (ret)
+			goto out;
+		len = k->length;
+		data = malloc(len ? len : 1);
+		if (!data) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		memcpy(data, group + btfgen_column_at(&x->groups[k->group], BTFGEN_COL_RAW) +
+		       k->off, len);
+	} else {
+		ret = btfgen_rebuild(&l, kernel, &data, &len, &why);
+		if (ret) {
+			if (why.len)
+				btfgen_addf(err, "%s: %s", x->keys[entry], why.s);
+			goto out;
+		}
 	}
-	if (crc32(0L, buf + b->off, b->len) != b->crc) {
+	if (crc32(0L, data, (uInt)len) != k->crc) {
 		btfgen_addf(err, "payload: BTF of %s fails its checksum", x->keys[entry]);
-		free(buf);
-		return -EBADMSG;
+		ret = -EBADMSG;
+		goto out;
 	}
-	memmove(buf, buf + b->off, b->len);
-	*out = buf;
-	*out_len = b->len;
-	return 0;
+	*out = data;
+	*out_len = len;
+	data = NULL;
+out:
+	free(data);
+	free(why.s);
+	btfgen_lookup_free(&l);
+	return ret;
 }
 
 /* ---- os-release -------------------------------------------------------------------------- */
@@ -917,7 +1828,7 @@ static enum btfgen_failure btfgen_lookup(const struct btfgen_index *x, const cha
 
 		n = btfgen_narrow(x, cands, n, release, &osr, versions, n_versions);
 		for (size_t i = 1; i < n; i++)
-			if (x->entry_blob[cands[i]] != x->entry_blob[cands[0]])
+			if (x->entry_kernel[cands[i]] != x->entry_kernel[cands[0]])
 				unique = 0;
 		if (unique) {
 			*entry = (long)cands[0];

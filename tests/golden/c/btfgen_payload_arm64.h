@@ -3,7 +3,7 @@
 /* The arm64 kernels of btfgen.c: 1 kernels, 1 unique minimized BTFs,
  * in gobtfgen's payload format (docs/payload-format.md). */
 #define BTFGEN_PAYLOAD_ARCH "arm64"
-#define BTFGEN_PAYLOAD_LEN 100u
+#define BTFGEN_PAYLOAD_LEN 95u
 
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
@@ -12,10 +12,9 @@
 #endif
 /* One byte more than the payload: the string's terminating NUL. */
 static const unsigned char btfgen_payload[BTFGEN_PAYLOAD_LEN + 1] =
-	"GBTF\001\000\000\0006\000\000\000R\000\000\000ceH,\31253ad\200\0009 \326\007b"
-	"\030\237\001\312O\012\262]\007\022\223eHIM\312L\314\32374\322\007k\3247\3233\3243\3205"
-	"\324\005\363@\312\001\233\377\232\221A\202\001\002\004\240\230\035\210\031!B\214,@B\001\304M,\3125"
-	"3a\000\000";
+	"GBTF\002\000\000\000<\000\000\000C\000\000\000bM,\31253ab`\000\042\006F\006aF"
+	"F6F6\020+)\310v\035#\033`\214\262)\251I\231\211y\372\206F\372`\225\372fz\206z"
+	"\006\272\206\272`\036\303\207\320\340\036\000J,\31253a\000\210\011 F\226\005\015\015\034\200\001\000";
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif

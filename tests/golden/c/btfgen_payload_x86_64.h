@@ -3,7 +3,7 @@
 /* The x86_64 kernels of btfgen.c: 1 kernels, 1 unique minimized BTFs,
  * in gobtfgen's payload format (docs/payload-format.md). */
 #define BTFGEN_PAYLOAD_ARCH "x86_64"
-#define BTFGEN_PAYLOAD_LEN 102u
+#define BTFGEN_PAYLOAD_LEN 98u
 
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
@@ -12,10 +12,10 @@
 #endif
 /* One byte more than the payload: the string's terminating NUL. */
 static const unsigned char btfgen_payload[BTFGEN_PAYLOAD_LEN + 1] =
-	"GBTF\001\000\000\0007\000\000\000U\000\000\000cc\250\2600\21373ad\200\000y 6\000"
-	"b\030\237\001\312\077\033Q0\225\021,\237\222\232\224\231\230\247oh\244\017\321\251o\246g\250g\240k"
-	"\250\013\341\2024\000\000\233\377\232\221A\202\001\002\004\240\230\003\210\031!B\214,@B\001\304\255\2600"
-	"\21373a\000\000";
+	"GBTF\002\000\000\000>\000\000\000F\000\000\000b\253\2600\21373ab`\000\042\006F\006\021"
+	"FFvF6\020\353lD\301TF6\300\030\345SR\2232\023\363\364\015\215\364!J\365\315\364\014"
+	"\365\014t\015u!\134\006\251\243\027V\000\000\252\2600\21373a\000\210\011 F\226\005\015\015\034\200"
+	"\001\000";
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif

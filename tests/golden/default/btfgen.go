@@ -930,12 +930,32 @@ func btfgenInflatable(clen, rawLen uint32) bool {
 	return uint64(rawLen) <= uint64(clen)*btfgenMaxRatio+1024
 }
 
+// btfgenErrLonger is a stream that inflates to more than its declared length: an error in
+// every reader (gobtfgen's docs/payload-format.md, "Conventions").
+var btfgenErrLonger = errors.New("inflates to more than its declared length")
+
+// btfgenReadExactly fills out from r, then checks that the stream ends there: one byte more
+// is read at most.
+func btfgenReadExactly(r io.Reader, out []byte) error {
+	if _, err := io.ReadFull(r, out); err != nil {
+		return err
+	}
+	var extra [1]byte
+	switch n, err := io.ReadFull(r, extra[:]); {
+	case n > 0:
+		return btfgenErrLonger
+	case err != io.EOF:
+		return err
+	}
+	return nil
+}
+
 // btfgenInflate inflates src, which must hold exactly n bytes.
 func btfgenInflate(src []byte, n int) ([]byte, error) {
 	r := flate.NewReader(bytes.NewReader(src))
 	defer r.Close()
 	out := make([]byte, n)
-	if _, err := io.ReadFull(r, out); err != nil {
+	if err := btfgenReadExactly(r, out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -1005,12 +1025,18 @@ func btfgenParsePayload(payload []byte) (*btfgenIndex, error) {
 			firstStr+uint64(g.strings) > 1<<32-1 {
 			return nil, fmt.Errorf("payload: group %d out of range", i)
 		}
+		// Groups lie in order and apart: a lookup inflates each compressed byte at most once,
+		// however many groups it needs.
+		if i > 0 && uint64(g.off) < uint64(x.groups[i-1].off)+uint64(x.groups[i-1].clen) {
+			return nil, fmt.Errorf("payload: group %d overlaps the group before it", i)
+		}
 		g.size, g.firstNode, g.firstStr = uint32(size), uint32(first), uint32(firstStr)
 		first += uint64(g.nodes)
 		firstStr += uint64(g.strings)
 	}
 	x.nodeCount, x.stringCount = uint32(first-1), uint32(firstStr-1)
 	x.kernels = make([]btfgenKernel, c.count())
+	depth := make([]uint8, len(x.kernels)) // bases behind each row, at most btfgenMaxChain
 	fresh := uint64(1)
 	for i := range x.kernels {
 		k := &x.kernels[i]
@@ -1031,6 +1057,13 @@ func btfgenParsePayload(payload []byte) (*btfgenIndex, error) {
 		k.back = tag >> 1
 		if tag&1 != 0 || uint64(k.back) > uint64(i) || k.back > 0 && x.kernels[i-int(k.back)].raw {
 			return nil, fmt.Errorf("payload: kernel %d has a bad tag", i)
+		}
+		if k.back > 0 {
+			if depth[i-int(k.back)] == btfgenMaxChain {
+				return nil, fmt.Errorf("payload: kernel %d: its chain of bases is longer "+
+					"than %d", i, btfgenMaxChain)
+			}
+			depth[i] = depth[i-int(k.back)] + 1
 		}
 		k.ops, k.firstNew = uint32(c.pos), uint32(btfgenMin64(fresh, 1<<32-1))
 		for n := c.count(); n > 0 && c.err == nil; n-- {
@@ -1089,8 +1122,12 @@ const (
 )
 
 // btfgenMaxList caps a kernel's list of nodes (a minimized BTF has hundreds of types, a whole
-// kernel's BTF under a million).
-const btfgenMaxList = 1 << 20
+// kernel's BTF under a million); btfgenMaxChain the bases behind a kernel (gobtfgen packs at
+// most that many), so a lookup decodes at most 17 short lists.
+const (
+	btfgenMaxList  = 1 << 20
+	btfgenMaxChain = 16
+)
 
 // nodeList builds a kernel's list of nodes (local type id i+1 is node list[i]) from its chain
 // of bases, and checks that no node repeats in it.
@@ -1121,11 +1158,12 @@ func (x *btfgenIndex) nodeList(kernel int) ([]uint32, error) {
 			switch {
 			case arg == 0:
 				c.err = errors.New("empty list op")
+			case (op&3 == btfgenOpCopy || op&3 == btfgenOpSkip) && arg > len(base)-at:
+				c.err = errors.New("list op past its base")
+			case op&3 != btfgenOpSkip && op&3 != btfgenOpNode && arg > btfgenMaxList-len(list):
+				// Checked before the list grows: a NEW op's argument is up to 2^30.
+				c.err = errors.New("list too long")
 			case op&3 == btfgenOpCopy || op&3 == btfgenOpSkip:
-				if arg > len(base)-at {
-					c.err = errors.New("list op past its base")
-					break
-				}
 				if op&3 == btfgenOpCopy {
 					for _, node := range base[at : at+arg] {
 						add(uint64(node))
@@ -1175,7 +1213,7 @@ func (l *btfgenLookup) group(g int) ([]byte, error) {
 		return nil, fmt.Errorf("payload: group %d: %w", g, err)
 	}
 	data := make([]byte, row.size)
-	if _, err := io.ReadFull(l.inflater, data); err != nil {
+	if err := btfgenReadExactly(l.inflater, data); err != nil {
 		return nil, fmt.Errorf("payload: group %d: %w", g, err)
 	}
 	l.groups[g] = data
