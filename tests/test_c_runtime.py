@@ -137,8 +137,9 @@ def _need_build_tools(cc: str) -> str:
 def harness(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     cc = _need_build_tools(request.param)
     src = render_into(tmp_path_factory.mktemp(f"c-{request.param}"))
-    # btfgen.c alone, as a user compiles it: warning-free, also under -std=c11 -pedantic.
-    for flags in ([], ["-std=c11", "-pedantic"]):
+    # btfgen.c alone, as a user compiles it: warning-free, also under -std=c11 -pedantic and
+    # at -O2 (where gcc's flow analysis warns of more).
+    for flags in ([], ["-std=c11", "-pedantic"], ["-O2"]):
         proc = subprocess.run([cc, *CFLAGS, *flags, "-c", str(src / "btfgen.c"), "-o",
                                str(src / "btfgen.o")], capture_output=True, text=True,
                               timeout=180)

@@ -1195,7 +1195,8 @@ static int btfgen_rebuild(struct btfgen_lookup *l, uint32_t kernel, unsigned cha
 		const struct btfgen_shape *shape;
 		uint32_t count, w;
 
-		btfgen_shape_of(x, nd->info, &shape, &count, err);
+		if ((ret = btfgen_shape_of(x, nd->info, &shape, &count, err)))
+			goto out;
 		w = btfgen_str_off(texts, strs.w, n_strs, nd->name, strtab, &str_len);
 		btfgen_put32(btf + at, w);
 		btfgen_put32(btf + at + 4, nd->info);
