@@ -3,7 +3,7 @@
 /* The arm64 kernels of btfgen.c: 1 kernels, 1 unique minimized BTFs,
  * in gobtfgen's payload format (docs/payload-format.md). */
 #define BTFGEN_PAYLOAD_ARCH "arm64"
-#define BTFGEN_PAYLOAD_LEN 95u
+#define BTFGEN_PAYLOAD_LEN 89u
 
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
@@ -12,9 +12,9 @@
 #endif
 /* One byte more than the payload: the string's terminating NUL. */
 static const unsigned char btfgen_payload[BTFGEN_PAYLOAD_LEN + 1] =
-	"GBTF\002\000\000\000<\000\000\000C\000\000\000bM,\31253ab`\000\042\006F\006aF"
-	"F6F6\020+)\310v\035#\033`\214\262)\251I\231\211y\372\206F\372`\225\372fz\206z"
-	"\006\272\206\272`\036\303\207\320\340\036\000J,\31253a\000\210\011 F\226\005\015\015\034\200\001\000";
+	"GBTF\002\000\000\000:\000\000\000C\000\000\000cM,\31253ab`\000\042\006F\006~F"
+	"F6F6\020+)\310v\035\220-\233\222\232\224\231\230\247oh\244\017V\251o\246g\250g\240k"
+	"\250\013\3461$\273OS\004\000K,\31253a`bdY\320\320\300\001\000";
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif

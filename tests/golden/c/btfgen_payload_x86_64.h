@@ -3,7 +3,7 @@
 /* The x86_64 kernels of btfgen.c: 1 kernels, 1 unique minimized BTFs,
  * in gobtfgen's payload format (docs/payload-format.md). */
 #define BTFGEN_PAYLOAD_ARCH "x86_64"
-#define BTFGEN_PAYLOAD_LEN 98u
+#define BTFGEN_PAYLOAD_LEN 92u
 
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
@@ -12,10 +12,9 @@
 #endif
 /* One byte more than the payload: the string's terminating NUL. */
 static const unsigned char btfgen_payload[BTFGEN_PAYLOAD_LEN + 1] =
-	"GBTF\002\000\000\000>\000\000\000F\000\000\000b\253\2600\21373ab`\000\042\006F\006\021"
-	"FFvF6\020\353lD\301TF6\300\030\345SR\2232\023\363\364\015\215\364!J\365\315\364\014"
-	"\365\014t\015u!\134\006\251\243\027V\000\000\252\2600\21373a\000\210\011 F\226\005\015\015\034\200"
-	"\001\000";
+	"GBTF\002\000\000\000<\000\000\000F\000\000\000c\253\2600\21373ab`\000\042\006F\006\001"
+	"FFvF6\020\353lD\301TF6F\371\224\324\244\314\304<}C#}\210R}3=C="
+	"\003]C]\010\227AvE\373U\000\253\2600\21373a`bdY\320\320\300\001\000";
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
