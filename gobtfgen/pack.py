@@ -1122,3 +1122,15 @@ def raw_kernel_count(payload: bytes) -> int:
     _, _, _, _, index_clen, index_len = HEADER.unpack_from(payload)
     index = _inflate(payload[HEADER.size:HEADER.size + index_clen], index_len, "index")
     return sum(k.raw for k in Payload2(payload, HEADER.size + index_clen, index).kernels)
+
+
+def entry_keys(payload: bytes) -> list[str]:
+    """The keys of a payload's entries in entry order (entry i is the i-th), reading only the
+    index: the Go target's full-BTF trailer names kernels by entry number."""
+    if len(payload) < HEADER.size or payload[:4] != MAGIC:
+        raise PayloadError("not a gobtfgen payload")
+    _, version, _, _, index_clen, index_len = HEADER.unpack_from(payload)
+    if version != VERSION:
+        return sorted(unpack(payload)[1], key=lambda k: k.encode())
+    index = _inflate(payload[HEADER.size:HEADER.size + index_clen], index_len, "index")
+    return [key for key, _ in Payload2(payload, HEADER.size + index_clen, index).entries]

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import re
 import struct
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gobtfgen import render
+from gobtfgen import pack, render
 from gobtfgen.errors import UsageError
 from gobtfgen.keys import ARCHES, GOARCH_OF_ARCH
 from gobtfgen.targets import Rendered, Target, TargetInput, TargetOptions
@@ -86,48 +87,126 @@ def _static(options: TargetOptions) -> dict[str, bytes]:
     return {name: text.encode() for name, text in render_go_files(ctx).items()}
 
 
-FULLSUM_MAGIC = b"GBS1"
+FULLSUM_MAGIC = b"GBS2"
+# The trailer's fixed end: u32 varints_clen, u32 varints_len, u32 crc32, the magic.
+FULLSUM_TAIL = struct.Struct("<III4s")
+# Bytes of each full BTF's sha256 kept: the check tells one build of a kernel from another
+# under the same release, it is no defence against whoever writes the vmlinux file
+# (docs/payload-format.md, "The full-BTF trailer").
+FULLSUM_HASH_LEN = 16
+FULLSUM_MAX_VARINTS = 64 << 20
 
 
-def fullsum_trailer(arch: str, full_sums: Mapping[str, str]) -> bytes:
-    """The checksums of the full BTF of arch's kernels, appended to the Go payload for
-    BTFOptions.PreferEmbedded (docs/payload-format.md, "full-BTF trailer"). Readers of the
-    payload itself never look past its last chunk, so the payload stays version 1."""
-    body = bytearray()
-    n = 0
-    for key in sorted(full_sums):
-        if key.split("/")[2:3] != [arch]:
-            continue
-        size, digest = full_sums[key].split(":")
-        encoded = key.encode()
-        body += struct.pack("<H", len(encoded)) + encoded
-        body += struct.pack("<Q", int(size)) + bytes.fromhex(digest)
-        n += 1
-    if not n:
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _delta32(value: int, prev: int) -> int:
+    """zigzag(value - prev), the difference taken modulo 2^32 as a signed word."""
+    d = (value - prev + (1 << 31)) % (1 << 32) - (1 << 31)
+    return (d << 1) if d >= 0 else ((-d << 1) - 1)
+
+
+def fullsum_trailer(payload: bytes, full_sums: Mapping[str, str]) -> bytes:
+    """The checksums of the full BTF of the payload's kernels ({key: "<size>:<sha256>"}, keys
+    the payload lacks ignored), appended to the Go payload for BTFOptions.PreferEmbedded
+    (docs/payload-format.md, "The full-BTF trailer"): the first 16 bytes of each sha256 as
+    they are, then kernels by entry number and sizes as deltas, varints deflated. Readers of
+    the payload itself never look past its last group. Empty when no kernel has a checksum."""
+    records: list[tuple[int, int, bytes]] = []
+    for entry, key in enumerate(pack.entry_keys(payload)):
+        if key in full_sums:
+            size_text, digest = full_sums[key].split(":")
+            if not 0 < int(size_text) < 1 << 32 or len(bytes.fromhex(digest)) != 32:
+                raise ValueError(f"full-BTF checksum of {key}: {full_sums[key]!r} is not "
+                                 "<size below 4 GiB>:<sha256 hex>")
+            records.append((entry, int(size_text), bytes.fromhex(digest)[:FULLSUM_HASH_LEN]))
+    if not records:
         return b""
-    return bytes(body) + struct.pack("<II", n, len(body)) + FULLSUM_MAGIC
+    hashes = b"".join(digest for _, _, digest in records)
+    gaps = sizes = b""
+    prev_entry, prev_size = -1, 0
+    for entry, size, _ in records:
+        gaps += _uvarint(entry - prev_entry - 1)
+        sizes += _uvarint(_delta32(size, prev_size))
+        prev_entry, prev_size = entry, size
+    varints = _uvarint(len(records)) + gaps + sizes
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+    packed = comp.compress(varints) + comp.flush()
+    return hashes + packed + FULLSUM_TAIL.pack(len(packed), len(varints),
+                                               zlib.crc32(hashes + varints), FULLSUM_MAGIC)
 
 
 def parse_fullsum_trailer(payload: bytes) -> dict[str, str]:
-    """fullsum_trailer read back: {key: "<size>:<sha256>"}, empty when there is none."""
-    if len(payload) < 12 or payload[-4:] != FULLSUM_MAGIC:
+    """fullsum_trailer read back, strictly (a damaged trailer raises pack.PayloadError where
+    the Go runtime ignores it): {key: "<size>:<first 16 bytes of its sha256, hex>"}, empty
+    when the payload does not end in the magic."""
+    if len(payload) < FULLSUM_TAIL.size or payload[-4:] != FULLSUM_MAGIC:
         return {}
-    n, body_len = struct.unpack_from("<II", payload, len(payload) - 12)
-    pos, sums = len(payload) - 12 - body_len, {}
+    clen, varints_len, crc, _ = FULLSUM_TAIL.unpack_from(payload,
+                                                         len(payload) - FULLSUM_TAIL.size)
+    start = len(payload) - FULLSUM_TAIL.size - clen
+    if start < pack.HEADER.size or varints_len > FULLSUM_MAX_VARINTS:
+        raise pack.PayloadError("full-BTF trailer: lengths out of range")
+    try:
+        inflater = zlib.decompressobj(-15)
+        varints = inflater.decompress(payload[start:start + clen], varints_len + 1)
+    except zlib.error as exc:
+        raise pack.PayloadError(f"full-BTF trailer does not inflate: {exc}") from None
+    if len(varints) != varints_len:
+        raise pack.PayloadError("full-BTF trailer: varints of the wrong length")
+    keys = pack.entry_keys(payload)
+    pos = 0
+
+    def varint() -> int:
+        nonlocal pos
+        value = shift = 0
+        while True:
+            if pos >= len(varints):
+                raise pack.PayloadError("full-BTF trailer truncated")
+            byte = varints[pos]
+            pos += 1
+            if shift == 28 and byte > 0x0F:
+                raise pack.PayloadError("full-BTF trailer: varint over 32 bits")
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+
+    n = varint()
+    hashes_at = start - n * FULLSUM_HASH_LEN
+    if n > len(keys) or 2 * n > len(varints) - pos or hashes_at < pack.HEADER.size:
+        raise pack.PayloadError("full-BTF trailer: record count out of range")
+    if zlib.crc32(payload[hashes_at:start] + varints) != crc:
+        raise pack.PayloadError("full-BTF trailer fails its checksum")
+    entries, entry = [], -1
     for _ in range(n):
-        (key_len,) = struct.unpack_from("<H", payload, pos)
-        key = payload[pos + 2:pos + 2 + key_len].decode()
-        pos += 2 + key_len
-        (size,) = struct.unpack_from("<Q", payload, pos)
-        sums[key] = f"{size}:{payload[pos + 8:pos + 40].hex()}"
-        pos += 40
-    return sums
+        entry += 1 + varint()
+        if entry >= len(keys):
+            raise pack.PayloadError("full-BTF trailer: entry past the payload's entries")
+        entries.append(entry)
+    sizes, size = [], 0
+    for _ in range(n):
+        v = varint()
+        size = (size + ((v >> 1) ^ -(v & 1))) & 0xFFFFFFFF
+        sizes.append(size)
+    if pos != len(varints):
+        raise pack.PayloadError("full-BTF trailer: bytes after the sizes")
+    hashes = [payload[at:at + FULLSUM_HASH_LEN].hex()
+              for at in range(hashes_at, start, FULLSUM_HASH_LEN)]
+    return {keys[e]: f"{s}:{h}" for e, s, h in zip(entries, sizes, hashes, strict=True)}
 
 
 def _render(inp: TargetInput) -> Rendered:
     # Every arch gets a payload file, so every GOARCH's go:embed pattern finds its file.
     return Rendered(files={payload_file(arch): inp.payloads[arch]
-                           + fullsum_trailer(arch, inp.full_sums) for arch in ARCHES})
+                           + fullsum_trailer(inp.payloads[arch], inp.full_sums)
+                           for arch in ARCHES})
 
 
 TARGET = Target(name="go", templates=("btfgen.go.j2", "btfgen_arch.go.j2", "btfgen_others.go.j2"),

@@ -20,6 +20,14 @@ func FuzzPayload(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte("GBTF\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The full-BTF trailer is read from the end of whatever precedes it.
+		if sums, err := btfgenParseFullSums(data, 1<<10); err == nil {
+			for entry := range sums {
+				if entry < 0 || entry >= 1<<10 {
+					t.Fatalf("trailer names entry %d of %d", entry, 1<<10)
+				}
+			}
+		}
 		x, err := btfgenParsePayload(data)
 		if err != nil {
 			return

@@ -580,6 +580,7 @@ func TestCorruptPayloads(t *testing.T) {
 		if err != nil {
 			return
 		}
+		_, _ = btfgenParseFullSums(x.data, len(x.keys))
 		for i := range x.keys {
 			if _, err := x.blob(i); err != nil {
 				continue

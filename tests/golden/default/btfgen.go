@@ -135,8 +135,9 @@ func btfgenSameAsEmbedded() (BTFResult, bool) {
 	if err != nil {
 		return BTFResult{}, false
 	}
-	want, ok := btfgenEmbeddedFullSums()[x.keys[entry]]
-	if !ok || !btfgenFileMatches(btfgenNativePath, want) {
+	sums, err := btfgenParseFullSums(x.data, len(x.keys))
+	want, ok := sums[entry]
+	if err != nil || !ok || !btfgenFileMatches(btfgenNativePath, want) {
 		return BTFResult{}, false
 	}
 	spec, err := x.spec(entry)
@@ -146,57 +147,86 @@ func btfgenSameAsEmbedded() (BTFResult, bool) {
 	return BTFResult{Spec: spec, Source: "embedded", Key: x.keys[entry]}, true
 }
 
-// btfgenFullSum is the size and sha256 of a kernel's full BTF (the archive's, before
+// btfgenFullSum is the size and sha256 prefix of a kernel's full BTF (the archive's, before
 // minimizing), from the payload's full-BTF trailer.
 type btfgenFullSum struct {
-	size uint64
-	sum  string
+	size uint32
+	sum  string // the first btfgenSumLen bytes of the sha256
 }
 
-var (
-	btfgenFullSumsOnce sync.Once
-	btfgenFullSumsVal  map[string]btfgenFullSum
+const (
+	btfgenSumMagic   = "GBS2"
+	btfgenSumTailLen = 16 // u32 varints_clen, u32 varints_len, u32 crc32, magic
+	// 128 bits of sha256: enough to tell one build of a kernel from another (what the check
+	// is for); whoever controls the vmlinux file could hand cilium/ebpf any types anyway.
+	btfgenSumLen = 16
 )
 
-func btfgenEmbeddedFullSums() map[string]btfgenFullSum {
-	btfgenFullSumsOnce.Do(func() { btfgenFullSumsVal = btfgenParseFullSums(btfgenPayload) })
-	return btfgenFullSumsVal
-}
-
-// btfgenParseFullSums reads the optional trailer "records, u32 n, u32 body_len, GBS1" at the
-// end of the payload (gobtfgen's docs/payload-format.md); a bad or absent trailer is none.
-func btfgenParseFullSums(payload []byte) map[string]btfgenFullSum {
-	n := len(payload)
-	if n < btfgenHeaderLen+12 || string(payload[n-4:]) != "GBS1" {
-		return nil
+// btfgenParseFullSums reads the full-BTF trailer at the end of the data area (gobtfgen's
+// docs/payload-format.md) of a payload of entries entries: the checksums by entry number. No
+// trailer (also the "GBS1" one of older gobtfgen) is a nil map and no error; a damaged one is
+// an error. Either way PreferEmbedded falls back to the kernel's own BTF.
+func btfgenParseFullSums(data []byte, entries int) (map[int]btfgenFullSum, error) {
+	n := len(data)
+	if n < btfgenSumTailLen || string(data[n-4:]) != btfgenSumMagic {
+		return nil, nil
 	}
-	count := binary.LittleEndian.Uint32(payload[n-12:])
-	bodyLen := binary.LittleEndian.Uint32(payload[n-8:])
-	if uint64(bodyLen) > uint64(n-12-btfgenHeaderLen) {
-		return nil
+	tail := data[n-btfgenSumTailLen:]
+	clen := binary.LittleEndian.Uint32(tail)
+	varintsLen := binary.LittleEndian.Uint32(tail[4:])
+	if uint64(clen) > uint64(n-btfgenSumTailLen) || varintsLen > btfgenMaxIndexLen ||
+		!btfgenInflatable(clen, varintsLen) {
+		return nil, errors.New("full-BTF trailer: lengths out of range")
 	}
-	c := &btfgenCursor{s: string(payload[n-12-int(bodyLen) : n-12])}
-	sums := make(map[string]btfgenFullSum)
-	for i := uint32(0); i < count && c.err == nil; i++ {
-		key := c.take(int(c.u16()))
-		size := uint64(c.u32()) | uint64(c.u32())<<32
-		sum := c.take(sha256.Size)
-		if c.err == nil {
-			sums[key] = btfgenFullSum{size: size, sum: sum}
+	start := n - btfgenSumTailLen - int(clen)
+	varints, err := btfgenInflate(data[start:start+int(clen)], int(varintsLen))
+	if err != nil {
+		return nil, fmt.Errorf("full-BTF trailer: %w", err)
+	}
+	c := &btfgenCursor{s: string(varints)}
+	count := int(c.varint())
+	// Every record takes at least two varint bytes and its hash.
+	if c.err == nil && (count > entries || 2*count > len(c.s)-c.pos || count*btfgenSumLen > start) {
+		return nil, errors.New("full-BTF trailer: record count out of range")
+	}
+	hashes := data[start-count*btfgenSumLen : start]
+	if crc32.Update(crc32.ChecksumIEEE(hashes), crc32.IEEETable, varints) !=
+		binary.LittleEndian.Uint32(tail[8:]) {
+		return nil, errors.New("full-BTF trailer fails its checksum")
+	}
+	numbers := make([]int, count)
+	next := uint64(0)
+	for i := range numbers {
+		next += uint64(c.varint())
+		if c.err == nil && next >= uint64(entries) {
+			return nil, fmt.Errorf("full-BTF trailer: record %d names entry %d of %d", i, next,
+				entries)
 		}
+		numbers[i] = int(next)
+		next++
 	}
-	if c.err != nil || c.pos != len(c.s) {
-		return nil
+	sums := make(map[int]btfgenFullSum, count)
+	size := uint32(0)
+	for i, entry := range numbers {
+		v := c.varint()
+		size += v>>1 ^ -(v & 1)
+		sums[entry] = btfgenFullSum{size: size,
+			sum: string(hashes[i*btfgenSumLen : (i+1)*btfgenSumLen])}
 	}
-	return sums
+	if errors.Is(c.err, btfgenErrTruncated) {
+		return nil, errors.New("full-BTF trailer truncated")
+	} else if c.err != nil {
+		return nil, fmt.Errorf("full-BTF trailer: %w", c.err)
+	}
+	if c.pos != len(c.s) {
+		return nil, errors.New("full-BTF trailer: bytes after the sizes")
+	}
+	return sums, nil
 }
 
 // btfgenFileMatches streams path through sha256, reading at most one byte more than want.size:
 // a longer, shorter or different file is no match.
 func btfgenFileMatches(path string, want btfgenFullSum) bool {
-	if want.size > 1<<32 {
-		return false
-	}
 	f, err := os.Open(path)
 	if err != nil {
 		return false
@@ -204,7 +234,7 @@ func btfgenFileMatches(path string, want btfgenFullSum) bool {
 	defer f.Close()
 	h := sha256.New()
 	n, err := io.Copy(h, io.LimitReader(f, int64(want.size)+1))
-	return err == nil && uint64(n) == want.size && string(h.Sum(nil)) == want.sum
+	return err == nil && n == int64(want.size) && string(h.Sum(nil)[:btfgenSumLen]) == want.sum
 }
 
 // LoadBTFSpec returns the BTF to pass as ebpf.CollectionOptions.Programs.KernelTypes, or nil
