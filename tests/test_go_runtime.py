@@ -173,7 +173,7 @@ def test_go_tests_native_arch(module: Path) -> None:
                   env={"BTFGEN_REAL_HOST_KEY": real_host_key() or ""})
     assert "--- PASS: TestVectors " in proc.stdout
     assert "--- PASS: TestPreferEmbedded " in proc.stdout
-    assert "--- PASS: TestParseFullSumsRejectsDamage " in proc.stdout
+    assert "--- PASS: TestFullSumOfRejectsDamage " in proc.stdout
     assert "--- PASS: TestFullSumTrailerDamage " in proc.stdout
     assert "--- PASS: TestFileMatchesComparesTheHashPrefix " in proc.stdout
     assert "--- PASS: TestOldPayloadFormat " in proc.stdout

@@ -43,8 +43,9 @@ def test_round_trip_by_entry_with_sizes_up_and_down() -> None:
     assert go.parse_fullsum_trailer(shipped) == {k: prefix(sums[k]) for k in KEYS if k in sums}
     # The payload itself reads as before: the trailer sits past its last group.
     assert pack.unpack(shipped) == pack.unpack(payload)
-    # 16 bytes of hash and a few of entry and size per kernel, plus the 16-byte tail.
-    assert len(trailer) < 3 * (16 + 4) + 16 + 8
+    # 16 bytes of hash a kernel (zeros for KEYS[2], which has no checksum), the count, the
+    # size deltas (4 + 4 + 1 + 3 bytes) and the 12-byte tail.
+    assert len(trailer) == 4 * 16 + 1 + 12 + 12
 
 
 def test_no_checksum_no_trailer() -> None:
@@ -59,39 +60,34 @@ def test_size_must_fit_a_u32() -> None:
         go.fullsum_trailer(payload_of(), {KEYS[0]: f"{1 << 32}:{'00' * 32}"})
 
 
-def _with_trailer(payload: bytes, hashes: bytes, varints: bytes) -> bytes:
+def _with_trailer(payload: bytes, hashes: bytes, sizes: bytes) -> bytes:
     """A trailer written by hand from docs/payload-format.md."""
-    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
-    z = comp.compress(varints) + comp.flush()
-    return payload + hashes + z + struct.pack("<III", len(z), len(varints),
-                                              zlib.crc32(hashes + varints)) + b"GBS2"
+    return payload + hashes + sizes + struct.pack("<II", len(sizes),
+                                                  zlib.crc32(hashes + sizes)) + b"GBS2"
 
 
 H = bytes(range(16))
 
 
-@pytest.mark.parametrize(("hashes", "varints", "error"), [
-    (H, b"\x01\x04\x30", "entry past"),  # entry 4 of 4 entries
-    (H * 5, b"\x05" + bytes(10), "record count"),  # 5 records, 4 entries
-    (H, b"\x01\x80\x80\x80\x80\x10\x30", "over 32 bits"),
-    (H, b"\x01\x00\xff\xff\xff\xff\x7f", "over 32 bits"),
-    (H, b"\x01\x00\x80", "truncated"),
-    (H, b"\x01\x00\x30\x00", "bytes after the sizes"),
-    (H, b"\x01\x30", "record count"),  # one varint for a record of two
-    (H, b"", "truncated"),
+@pytest.mark.parametrize(("hashes", "sizes", "error"), [
+    # A trailer of another payload: the columns the reader takes for 4 entries hold counts
+    # of 5 and 3 (written whole for 5 or 3 entries, the crc32 would fail first).
+    (H * 4, b"\x05" + bytes(5), "of 5 entries, the payload has 4"),
+    (H * 4, b"\x03" + bytes(3), "of 3 entries, the payload has 4"),
+    (H * 5, b"\x05" + bytes(5), "checksum"),
+    (H * 4, b"\x80\x80\x80\x80\x10" + bytes(4), "over 32 bits"),
+    (H * 4, b"\x04\x00\x00\xff\xff\xff\xff\x7f\x00", "over 32 bits"),
+    (H * 4, b"\x04\x00\x00\x00\x80", "truncated"),
+    (H * 4, b"\x04\x00\x00\x00", "truncated"),
+    (H * 4, b"\x04\x00\x00\x00\x30\x00", "bytes after the sizes"),
+    (H * 4, b"", "truncated"),
+    (H * 3, b"\x04\x00\x00\x00\x30", "checksum"),  # a hash missing: payload bytes instead
 ])
-def test_damaged_trailer_is_an_error(hashes: bytes, varints: bytes, error: str) -> None:
-    good = _with_trailer(payload_of(), H, b"\x01\x02\x30")
-    assert go.parse_fullsum_trailer(good) == {KEYS[2]: f"24:{H.hex()}"}
+def test_damaged_trailer_is_an_error(hashes: bytes, sizes: bytes, error: str) -> None:
+    good = _with_trailer(payload_of(), H * 4, b"\x04\x00\x00\x30\x00")
+    assert go.parse_fullsum_trailer(good) == {KEYS[2]: f"24:{H.hex()}", KEYS[3]: f"24:{H.hex()}"}
     with pytest.raises(pack.PayloadError, match=error):
-        go.parse_fullsum_trailer(_with_trailer(payload_of(), hashes, varints))
-
-
-def test_missing_hash_fails_the_checksum() -> None:
-    """The hash column is found from the record count: one hash fewer than records puts
-    payload bytes in its place, which the crc32 catches."""
-    with pytest.raises(pack.PayloadError, match="checksum"):
-        go.parse_fullsum_trailer(_with_trailer(payload_of(), H, b"\x02\x00\x00\x30\x00"))
+        go.parse_fullsum_trailer(_with_trailer(payload_of(), hashes, sizes))
 
 
 def test_damaged_tail_is_an_error() -> None:
@@ -101,7 +97,7 @@ def test_damaged_tail_is_an_error() -> None:
     with pytest.raises(pack.PayloadError, match="checksum"):
         go.parse_fullsum_trailer(bytes(shipped))
     shipped[-8] ^= 1
-    shipped[-16:-12] = struct.pack("<I", len(shipped))  # compressed length past the payload
+    shipped[-12:-8] = struct.pack("<I", len(shipped))  # sizes_len past the payload
     with pytest.raises(pack.PayloadError, match="out of range"):
         go.parse_fullsum_trailer(bytes(shipped))
 

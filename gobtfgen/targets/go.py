@@ -88,13 +88,12 @@ def _static(options: TargetOptions) -> dict[str, bytes]:
 
 
 FULLSUM_MAGIC = b"GBS2"
-# The trailer's fixed end: u32 varints_clen, u32 varints_len, u32 crc32, the magic.
-FULLSUM_TAIL = struct.Struct("<III4s")
+# The trailer's fixed end: u32 sizes_len, u32 crc32 of the hash and size columns, the magic.
+FULLSUM_TAIL = struct.Struct("<II4s")
 # Bytes of each full BTF's sha256 kept: the check tells one build of a kernel from another
 # under the same release, it is no defence against whoever writes the vmlinux file
 # (docs/payload-format.md, "The full-BTF trailer").
 FULLSUM_HASH_LEN = 16
-FULLSUM_MAX_VARINTS = 64 << 20
 
 
 def _uvarint(n: int) -> bytes:
@@ -115,61 +114,54 @@ def _delta32(value: int, prev: int) -> int:
 def fullsum_trailer(payload: bytes, full_sums: Mapping[str, str]) -> bytes:
     """The checksums of the full BTF of the payload's kernels ({key: "<size>:<sha256>"}, keys
     the payload lacks ignored), appended to the Go payload for BTFOptions.PreferEmbedded
-    (docs/payload-format.md, "The full-BTF trailer"): the first 16 bytes of each sha256 as
-    they are, then kernels by entry number and sizes as deltas, varints deflated. Readers of
-    the payload itself never look past its last group. Empty when no kernel has a checksum."""
-    records: list[tuple[int, int, bytes]] = []
-    for entry, key in enumerate(pack.entry_keys(payload)):
+    (docs/payload-format.md, "The full-BTF trailer"): one record per payload entry, in entry
+    order, the first 16 bytes of each sha256 and each size as a varint delta (size 0 for an
+    entry without checksum). Readers of the payload itself never look past its last group.
+    Empty when no kernel has a checksum."""
+    keys = pack.entry_keys(payload)
+    if not any(k in full_sums for k in keys):
+        return b""
+    hashes, sizes = bytearray(), bytearray(_uvarint(len(keys)))
+    prev = 0
+    for key in keys:
+        size, digest = 0, bytes(FULLSUM_HASH_LEN)
         if key in full_sums:
-            size_text, digest = full_sums[key].split(":")
-            if not 0 < int(size_text) < 1 << 32 or len(bytes.fromhex(digest)) != 32:
+            size_text, hex_digest = full_sums[key].split(":")
+            size, digest = int(size_text), bytes.fromhex(hex_digest)
+            if not 0 < size < 1 << 32 or len(digest) != 32:
                 raise ValueError(f"full-BTF checksum of {key}: {full_sums[key]!r} is not "
                                  "<size below 4 GiB>:<sha256 hex>")
-            records.append((entry, int(size_text), bytes.fromhex(digest)[:FULLSUM_HASH_LEN]))
-    if not records:
-        return b""
-    hashes = b"".join(digest for _, _, digest in records)
-    gaps = sizes = b""
-    prev_entry, prev_size = -1, 0
-    for entry, size, _ in records:
-        gaps += _uvarint(entry - prev_entry - 1)
-        sizes += _uvarint(_delta32(size, prev_size))
-        prev_entry, prev_size = entry, size
-    varints = _uvarint(len(records)) + gaps + sizes
-    comp = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
-    packed = comp.compress(varints) + comp.flush()
-    return hashes + packed + FULLSUM_TAIL.pack(len(packed), len(varints),
-                                               zlib.crc32(hashes + varints), FULLSUM_MAGIC)
+        hashes += digest[:FULLSUM_HASH_LEN]
+        sizes += _uvarint(_delta32(size, prev))
+        prev = size
+    return bytes(hashes + sizes) + FULLSUM_TAIL.pack(len(sizes), zlib.crc32(hashes + sizes),
+                                                     FULLSUM_MAGIC)
 
 
 def parse_fullsum_trailer(payload: bytes) -> dict[str, str]:
     """fullsum_trailer read back, strictly (a damaged trailer raises pack.PayloadError where
-    the Go runtime ignores it): {key: "<size>:<first 16 bytes of its sha256, hex>"}, empty
-    when the payload does not end in the magic."""
+    the Go runtime ignores it): {key: "<size>:<first 16 bytes of its sha256, hex>"} for the
+    entries that have a checksum, empty when the payload does not end in the magic."""
     if len(payload) < FULLSUM_TAIL.size or payload[-4:] != FULLSUM_MAGIC:
         return {}
-    clen, varints_len, crc, _ = FULLSUM_TAIL.unpack_from(payload,
-                                                         len(payload) - FULLSUM_TAIL.size)
-    start = len(payload) - FULLSUM_TAIL.size - clen
-    if start < pack.HEADER.size or varints_len > FULLSUM_MAX_VARINTS:
-        raise pack.PayloadError("full-BTF trailer: lengths out of range")
-    try:
-        inflater = zlib.decompressobj(-15)
-        varints = inflater.decompress(payload[start:start + clen], varints_len + 1)
-    except zlib.error as exc:
-        raise pack.PayloadError(f"full-BTF trailer does not inflate: {exc}") from None
-    if len(varints) != varints_len:
-        raise pack.PayloadError("full-BTF trailer: varints of the wrong length")
+    sizes_len, crc, _ = FULLSUM_TAIL.unpack_from(payload, len(payload) - FULLSUM_TAIL.size)
     keys = pack.entry_keys(payload)
+    sizes_at = len(payload) - FULLSUM_TAIL.size - sizes_len
+    hashes_at = sizes_at - FULLSUM_HASH_LEN * len(keys)
+    if hashes_at < pack.HEADER.size:
+        raise pack.PayloadError("full-BTF trailer: lengths out of range")
+    column = payload[sizes_at:sizes_at + sizes_len]
+    if zlib.crc32(payload[hashes_at:sizes_at + sizes_len]) != crc:
+        raise pack.PayloadError("full-BTF trailer fails its checksum")
     pos = 0
 
     def varint() -> int:
         nonlocal pos
         value = shift = 0
         while True:
-            if pos >= len(varints):
+            if pos >= len(column):
                 raise pack.PayloadError("full-BTF trailer truncated")
-            byte = varints[pos]
+            byte = column[pos]
             pos += 1
             if shift == 28 and byte > 0x0F:
                 raise pack.PayloadError("full-BTF trailer: varint over 32 bits")
@@ -178,28 +170,18 @@ def parse_fullsum_trailer(payload: bytes) -> dict[str, str]:
                 return value
             shift += 7
 
-    n = varint()
-    hashes_at = start - n * FULLSUM_HASH_LEN
-    if n > len(keys) or 2 * n > len(varints) - pos or hashes_at < pack.HEADER.size:
-        raise pack.PayloadError("full-BTF trailer: record count out of range")
-    if zlib.crc32(payload[hashes_at:start] + varints) != crc:
-        raise pack.PayloadError("full-BTF trailer fails its checksum")
-    entries, entry = [], -1
-    for _ in range(n):
-        entry += 1 + varint()
-        if entry >= len(keys):
-            raise pack.PayloadError("full-BTF trailer: entry past the payload's entries")
-        entries.append(entry)
-    sizes, size = [], 0
-    for _ in range(n):
+    if (n := varint()) != len(keys):
+        raise pack.PayloadError(f"full-BTF trailer of {n} entries, the payload has {len(keys)}")
+    sums, size = {}, 0
+    for i, key in enumerate(keys):
         v = varint()
         size = (size + ((v >> 1) ^ -(v & 1))) & 0xFFFFFFFF
-        sizes.append(size)
-    if pos != len(varints):
+        if size:
+            at = hashes_at + i * FULLSUM_HASH_LEN
+            sums[key] = f"{size}:{payload[at:at + FULLSUM_HASH_LEN].hex()}"
+    if pos != len(column):
         raise pack.PayloadError("full-BTF trailer: bytes after the sizes")
-    hashes = [payload[at:at + FULLSUM_HASH_LEN].hex()
-              for at in range(hashes_at, start, FULLSUM_HASH_LEN)]
-    return {keys[e]: f"{s}:{h}" for e, s, h in zip(entries, sizes, hashes, strict=True)}
+    return sums
 
 
 def _render(inp: TargetInput) -> Rendered:

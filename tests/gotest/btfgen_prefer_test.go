@@ -7,14 +7,12 @@ package btfgen
 
 import (
 	"bytes"
-	"compress/flate"
 	"crypto/sha256"
 	"encoding/binary"
 	"hash/crc32"
 	"os"
 	"path/filepath"
-	"reflect"
-	"sort"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -58,12 +56,8 @@ func TestPreferEmbedded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sums, err := btfgenParseFullSums(x.data, len(x.keys))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := sums[x.find(key)]; !ok {
-		t.Fatalf("the payload's trailer has no full-BTF checksum for %s", key)
+	if _, ok, err := btfgenFullSumOf(x.data, len(x.keys), x.find(key)); !ok || err != nil {
+		t.Fatalf("the payload's trailer has no full-BTF checksum for %s (%v)", key, err)
 	}
 	flipped := append([]byte(nil), full...)
 	flipped[len(flipped)/2] ^= 1
@@ -153,79 +147,49 @@ func appendVarint(b []byte, v uint64) []byte {
 	return append(b, byte(v))
 }
 
-type sumRecord struct {
-	entry int
-	size  uint32
-	sum   string
+// sumColumns are the hash column and the size column (the count, then the size deltas) of one
+// checksum per entry, size 0 for none.
+func sumColumns(sums []btfgenFullSum) (hashes, sizes []byte) {
+	sizes = appendVarint(nil, uint64(len(sums)))
+	prev := uint32(0)
+	for _, s := range sums {
+		d := int32(s.size - prev)
+		sizes = appendVarint(sizes, uint64(uint32(d<<1^d>>31)))
+		prev = s.size
+		if s.size == 0 {
+			hashes = append(hashes, make([]byte, btfgenSumLen)...)
+		} else {
+			hashes = append(hashes, s.sum...)
+		}
+	}
+	return hashes, sizes
 }
 
-// sumVarints is what the trailer deflates: the count, the entry gaps, the size deltas.
-func sumVarints(records []sumRecord) []byte {
-	b := appendVarint(nil, uint64(len(records)))
-	prev := -1
-	for _, r := range records {
-		b = appendVarint(b, uint64(r.entry-prev-1))
-		prev = r.entry
-	}
-	size := uint32(0)
-	for _, r := range records {
-		d := int32(r.size - size)
-		b = appendVarint(b, uint64(uint32(d<<1^d>>31)))
-		size = r.size
-	}
-	return b
-}
-
-func sumHashes(records []sumRecord) []byte {
-	var b []byte
-	for _, r := range records {
-		b = append(b, r.sum...)
-	}
-	return b
-}
-
-// sumTrailer is the hash column, the deflated varints and the tail: u32 varints_clen,
-// u32 varints_len, u32 crc32 of the hashes and the varints, "GBS2".
-func sumTrailer(t *testing.T, hashes, varints []byte) []byte {
-	t.Helper()
-	var z bytes.Buffer
-	w, err := flate.NewWriter(&z, flate.BestCompression)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(varints); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	out := append(append([]byte(nil), hashes...), z.Bytes()...)
-	out = binary.LittleEndian.AppendUint32(out, uint32(z.Len()))
-	out = binary.LittleEndian.AppendUint32(out, uint32(len(varints)))
-	crc := crc32.Update(crc32.ChecksumIEEE(hashes), crc32.IEEETable, varints)
-	out = binary.LittleEndian.AppendUint32(out, crc)
+// sumTrailer is the two columns and the tail: u32 sizes_len, u32 crc32 of both, "GBS2".
+func sumTrailer(hashes, sizes []byte) []byte {
+	out := append(append([]byte(nil), hashes...), sizes...)
+	out = binary.LittleEndian.AppendUint32(out, uint32(len(sizes)))
+	out = binary.LittleEndian.AppendUint32(out,
+		crc32.Update(crc32.ChecksumIEEE(hashes), crc32.IEEETable, sizes))
 	return append(out, btfgenSumMagic...)
 }
 
-func recordsTrailer(t *testing.T, records []sumRecord) []byte {
+// allSums reads the checksum of every entry of data's trailer.
+func allSums(t *testing.T, data []byte, entries int) []btfgenFullSum {
 	t.Helper()
-	return sumTrailer(t, sumHashes(records), sumVarints(records))
-}
-
-// withoutTrailer is the payload gobtfgen wrote, cut before its full-BTF trailer of records
-// records.
-func withoutTrailer(t *testing.T, payload []byte, records int) []byte {
-	t.Helper()
-	n := len(payload)
-	if n < btfgenSumTailLen || string(payload[n-4:]) != btfgenSumMagic {
-		t.Fatal("the test payload has no full-BTF trailer")
+	sums := make([]btfgenFullSum, entries)
+	for e := range sums {
+		sum, ok, err := btfgenFullSumOf(data, entries, e)
+		if err != nil || !ok {
+			t.Fatalf("entry %d: %v, %v", e, ok, err)
+		}
+		sums[e] = sum
 	}
-	clen := int(binary.LittleEndian.Uint32(payload[n-btfgenSumTailLen:]))
-	return payload[:n-btfgenSumTailLen-clen-records*btfgenSumLen]
+	return sums
 }
 
 // TestFullSumTrailerDamage replaces the trailer of the embedded payload with variants written
-// by hand: the right one gives the embedded BTF through FindBTF, every damaged one an error
+// by hand: the right ones give the embedded BTF through FindBTF; every damaged one an error
 // from the trailer reader and the kernel's own BTF from FindBTF, while the payload itself still
 // reads (LookupBTF finds the key).
 func TestFullSumTrailerDamage(t *testing.T) {
@@ -235,86 +199,99 @@ func TestFullSumTrailerDamage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sums, err := btfgenParseFullSums(x.data, len(x.keys))
-	if err != nil || len(sums) != len(x.keys) {
-		t.Fatalf("%d sums for %d keys, %v", len(sums), len(x.keys), err)
-	}
 	entry, entries := x.find(key), len(x.keys)
-	var records []sumRecord
-	for e, s := range sums {
-		records = append(records, sumRecord{e, s.size, s.sum})
+	sums := allSums(t, x.data, entries)
+	hashes, sizes := sumColumns(sums)
+	// Every key's checksum names testdata/full.btf: the count is one byte and the deltas after
+	// the first are single zero bytes, which the variants below cut and extend.
+	if entries < 2 || entries >= 0x80 || sizes[len(sizes)-1] != 0 {
+		t.Fatalf("%d entries, size column % x: not the test payload", entries, sizes)
 	}
-	sort.Slice(records, func(i, j int) bool { return records[i].entry < records[j].entry })
-	bare := withoutTrailer(t, btfgenPayload, len(records))
+	bare := btfgenPayload[:len(btfgenPayload)-len(sumTrailer(hashes, sizes))]
+	if !bytes.Equal(append(append([]byte(nil), bare...), sumTrailer(hashes, sizes)...),
+		btfgenPayload) {
+		t.Fatal("the trailer written here from the docs differs from gobtfgen's")
+	}
 	gbs1, err := os.ReadFile(filepath.Join("testdata", "gbs1_"+btfgenPayloadArch+".payload"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	with := func(trailer []byte) []byte { return append(append([]byte(nil), bare...), trailer...) }
-	edit := func(f func(r []sumRecord) []sumRecord) []byte {
-		return with(recordsTrailer(t, f(append([]sumRecord(nil), records...))))
+	edit := func(f func(s []btfgenFullSum) []btfgenFullSum) []byte {
+		return with(sumTrailer(sumColumns(f(append([]btfgenFullSum(nil), sums...)))))
 	}
 	tail := func(f func(tail []byte)) []byte {
-		p := with(recordsTrailer(t, records))
+		p := with(sumTrailer(hashes, sizes))
 		f(p[len(p)-btfgenSumTailLen:])
 		return p
 	}
-	zeros := make([]byte, btfgenSumLen)
+	// sizes with the count of entries and then one varint per entry replaced by v
+	sizesWith := func(v ...byte) []byte {
+		return append(appendVarint(nil, uint64(entries)), v...)
+	}
+	zeros := make([]byte, entries*btfgenSumLen)
 	cases := []struct {
 		name    string
 		payload []byte
-		want    string // "embedded", "none" (no trailer, no error), "error", or a reason for "kernel"
+		want    string // "embedded", "none" (no trailer), "error: <what it says>", or why "kernel"
 	}{
 		{"as gobtfgen wrote it", btfgenPayload, "embedded"},
-		{"written by hand", with(recordsTrailer(t, records)), "embedded"},
-		{"only this kernel's record", edit(func(r []sumRecord) []sumRecord {
-			return []sumRecord{r[entry]}
+		{"only this kernel has a checksum", edit(func(s []btfgenFullSum) []btfgenFullSum {
+			for e := range s {
+				if e != entry {
+					s[e] = btfgenFullSum{}
+				}
+			}
+			return s
 		}), "embedded"},
 		{"no trailer", bare, "none"},
 		{"GBS1 trailer of an older gobtfgen", gbs1, "none"},
-		{"a byte after the trailer", append(with(recordsTrailer(t, records)), 0), "none"},
-		{"no record for this kernel", edit(func(r []sumRecord) []sumRecord {
-			return append(r[:entry], r[entry+1:]...)
-		}), "no record"},
-		{"hash prefix differs", edit(func(r []sumRecord) []sumRecord {
-			b := []byte(r[entry].sum)
+		{"a byte after the trailer", append(with(sumTrailer(hashes, sizes)), 0), "none"},
+		{"no checksum for this kernel", edit(func(s []btfgenFullSum) []btfgenFullSum {
+			s[entry] = btfgenFullSum{}
+			return s
+		}), "no checksum"},
+		{"hash prefix differs", edit(func(s []btfgenFullSum) []btfgenFullSum {
+			b := []byte(s[entry].sum)
 			b[btfgenSumLen-1] ^= 1
-			r[entry].sum = string(b)
-			return r
+			s[entry].sum = string(b)
+			return s
 		}), "no match"},
-		{"size differs", edit(func(r []sumRecord) []sumRecord {
-			r[entry].size++
-			return r
+		{"size differs", edit(func(s []btfgenFullSum) []btfgenFullSum {
+			s[entry].size++
+			return s
 		}), "no match"},
-		{"entry out of range", edit(func(r []sumRecord) []sumRecord {
-			return append(r, sumRecord{entries, 1, r[0].sum})
-		}), "error"},
-		{"more records than entries", edit(func(r []sumRecord) []sumRecord {
-			for len(r) <= entries {
-				r = append(r, sumRecord{len(r), 1, r[0].sum})
-			}
-			return r
-		}), "error"},
-		{"entry varint over 32 bits", with(sumTrailer(t, zeros,
-			[]byte{1, 0x80, 0x80, 0x80, 0x80, 0x10, 0x30})), "error"},
-		{"size varint over 32 bits", with(sumTrailer(t, zeros,
-			[]byte{1, 0, 0xff, 0xff, 0xff, 0xff, 0x7f})), "error"},
-		{"size varint cut at the end", with(sumTrailer(t, zeros, []byte{1, 0, 0x80})), "error"},
-		{"a byte after the sizes", with(sumTrailer(t, sumHashes(records),
-			append(sumVarints(records), 0))), "error"},
-		{"a hash missing", with(sumTrailer(t, sumHashes(records[1:]), sumVarints(records))),
-			"error"},
-		{"no varints", with(sumTrailer(t, nil, nil)), "error"},
-		{"checksum", tail(func(b []byte) { b[8] ^= 1 }), "error"},
-		{"varints length one more", tail(func(b []byte) { b[4]++ }), "error"},
-		{"varints length one less", tail(func(b []byte) { b[4]-- }), "error"},
-		{"compressed length one less", tail(func(b []byte) { b[0]-- }), "error"},
-		{"compressed length past the payload", tail(func(b []byte) {
+		{"one entry more than the payload", edit(func(s []btfgenFullSum) []btfgenFullSum {
+			return append(s, s[0])
+		}), "error: checksum"},
+		{"one entry fewer than the payload", edit(func(s []btfgenFullSum) []btfgenFullSum {
+			return s[:len(s)-1]
+		}), "error: checksum"},
+		// The columns the reader takes for this payload, with a count of one entry more or
+		// fewer (written whole for that many entries, the crc32 fails first).
+		{"count one more than the entries", with(sumTrailer(hashes,
+			append(appendVarint(nil, uint64(entries+1)), append(sizes[1:len(sizes):len(sizes)],
+				0)...))), "error: entries, the payload has"},
+		{"count one less than the entries", with(sumTrailer(hashes,
+			append(appendVarint(nil, uint64(entries-1)), sizes[1:len(sizes)-1]...))),
+			"error: entries, the payload has"},
+		{"count varint over 32 bits", with(sumTrailer(zeros,
+			[]byte{0x80, 0x80, 0x80, 0x80, 0x10})), "error: over 32 bits"},
+		{"size varint over 32 bits", with(sumTrailer(zeros,
+			sizesWith(0xff, 0xff, 0xff, 0xff, 0x7f))), "error: over 32 bits"},
+		{"size varint cut at the end", with(sumTrailer(hashes,
+			append(sizes[:len(sizes)-1:len(sizes)-1], 0x80))), "error: truncated"},
+		{"a size missing", with(sumTrailer(hashes, sizes[:len(sizes)-1])), "error: truncated"},
+		{"a byte after the sizes", with(sumTrailer(hashes, append(sizes[:len(sizes):len(sizes)],
+			0))), "error: bytes after the sizes"},
+		{"a hash missing", with(sumTrailer(hashes[btfgenSumLen:], sizes)), "error: checksum"},
+		{"no sizes", with(sumTrailer(hashes, nil)), "error: truncated"},
+		{"checksum", tail(func(b []byte) { b[4] ^= 1 }), "error: checksum"},
+		{"sizes length one more", tail(func(b []byte) { b[0]++ }), "error: checksum"},
+		{"sizes length one less", tail(func(b []byte) { b[0]-- }), "error: checksum"},
+		{"sizes length past the payload", tail(func(b []byte) {
 			binary.LittleEndian.PutUint32(b, 0xffffffff)
-		}), "error"},
-		{"varints length beyond DEFLATE's ratio", tail(func(b []byte) {
-			binary.LittleEndian.PutUint32(b[4:], 0x7fffffff)
-		}), "error"},
+		}), "error: out of range"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -323,23 +300,23 @@ func TestFullSumTrailerDamage(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the payload itself no longer reads: %v", err)
 			}
-			if _, got, err := LookupBTF(btfgenReadOSReleaseForTest(t), btfgenMachine(),
+			if _, got, err := LookupBTF(hostOSRelease(t), btfgenMachine(),
 				btfgenKeyPart(key, 3)); err != nil || got != key {
 				t.Fatalf("LookupBTF: %s, %v", got, err)
 			}
-			sums, err := btfgenParseFullSums(x.data, len(x.keys))
-			switch c.want {
-			case "error":
-				if err == nil {
-					t.Fatalf("no error; read %d sums", len(sums))
+			_, ok, err := btfgenFullSumOf(x.data, len(x.keys), entry)
+			switch {
+			case strings.HasPrefix(c.want, "error: "):
+				if err == nil || !strings.Contains(err.Error(), strings.TrimPrefix(c.want, "error: ")) {
+					t.Fatalf("error %v, want one about %q (ok %v)", err, c.want[7:], ok)
 				}
-			case "none":
-				if err != nil || sums != nil {
-					t.Fatalf("want no trailer, got %d sums, %v", len(sums), err)
+			case c.want == "none" || c.want == "no checksum":
+				if err != nil || ok {
+					t.Fatalf("want no checksum, got %v, %v", ok, err)
 				}
 			default:
-				if err != nil {
-					t.Fatal(err)
+				if err != nil || !ok {
+					t.Fatalf("want a checksum, got %v, %v", ok, err)
 				}
 			}
 			want := "kernel"
@@ -354,7 +331,7 @@ func TestFullSumTrailerDamage(t *testing.T) {
 	}
 }
 
-func btfgenReadOSReleaseForTest(t *testing.T) string {
+func hostOSRelease(t *testing.T) string {
 	t.Helper()
 	text, err := btfgenReadOSRelease(os.Getenv(btfgenHostRootEnv))
 	if err != nil {
@@ -363,7 +340,9 @@ func btfgenReadOSReleaseForTest(t *testing.T) string {
 	return text
 }
 
-func TestParseFullSumsRejectsDamage(t *testing.T) {
+// TestFullSumOfRejectsDamage cuts the embedded payload's trailer short and flips each of its
+// bits: never a checksum other than the one written.
+func TestFullSumOfRejectsDamage(t *testing.T) {
 	if len(btfgenPayload) == 0 {
 		t.Skip("this GOARCH embeds no payload")
 	}
@@ -372,34 +351,35 @@ func TestParseFullSumsRejectsDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	entries := len(x.keys)
-	good, err := btfgenParseFullSums(x.data, entries)
-	if err != nil || len(good) == 0 {
-		t.Fatalf("no full-BTF trailer in the test payload (%v)", err)
-	}
-	// Cut anywhere: the magic is gone (no trailer) or what is left does not read.
+	good := allSums(t, x.data, entries)
+	hashes, sizes := sumColumns(good)
+	size := len(sumTrailer(hashes, sizes))
 	n := len(x.data)
-	for cut := 1; cut < n; cut++ {
-		if got, _ := btfgenParseFullSums(x.data[:n-cut], entries); got != nil {
-			t.Fatalf("data cut by %d bytes: trailer parsed as %d sums", cut, len(got))
+	for e := range good {
+		// Cut anywhere: the magic is gone (no trailer) or what is left does not read.
+		for cut := 1; cut < n; cut++ {
+			if _, ok, _ := btfgenFullSumOf(x.data[:n-cut], entries, e); ok {
+				t.Fatalf("entry %d, data cut by %d bytes: a checksum", e, cut)
+			}
 		}
-	}
-	// Flip any bit of the trailer before its magic: an error, never other sums. Every bit of
-	// the hash column and of the tail counts; DEFLATE may not read every bit of its stream
-	// (the last byte's padding, what follows the bytes asked for), so there the sums may stay.
-	clen := int(binary.LittleEndian.Uint32(x.data[n-btfgenSumTailLen:]))
-	stream := n - btfgenSumTailLen - clen
-	for i := stream - len(good)*btfgenSumLen; i < n-4; i++ {
-		for bit := 0; bit < 8; bit++ {
-			data := append([]byte(nil), x.data...)
-			data[i] ^= 1 << bit
-			got, err := btfgenParseFullSums(data, entries)
-			if err == nil && (i < stream || i >= n-btfgenSumTailLen || !reflect.DeepEqual(got, good)) {
-				t.Fatalf("byte %d bit %d flipped: no error", i, bit)
+		// Flip any bit before the magic: an error (the crc32 covers both columns).
+		for i := n - size; i < n-4; i++ {
+			for bit := 0; bit < 8; bit++ {
+				data := append([]byte(nil), x.data...)
+				data[i] ^= 1 << bit
+				if _, _, err := btfgenFullSumOf(data, entries, e); err == nil {
+					t.Fatalf("entry %d, byte %d bit %d flipped: no error", e, i-(n-size), bit)
+				}
 			}
 		}
 	}
-	// The same trailer read for a payload of fewer entries names entries it does not have.
-	if _, err := btfgenParseFullSums(x.data, entries-1); err == nil {
-		t.Fatal("a trailer naming more entries than the payload has parsed")
+	// The same trailer read for a payload of another number of entries.
+	for _, other := range []int{0, entries - 1, entries + 1} {
+		if _, _, err := btfgenFullSumOf(x.data, other, 0); err == nil {
+			t.Fatalf("a trailer of %d entries read for a payload of %d", entries, other)
+		}
+	}
+	if _, ok, err := btfgenFullSumOf(x.data, entries, entries); ok || err != nil {
+		t.Fatalf("an entry past the payload's: %v, %v", ok, err)
 	}
 }

@@ -580,7 +580,7 @@ func TestCorruptPayloads(t *testing.T) {
 		if err != nil {
 			return
 		}
-		_, _ = btfgenParseFullSums(x.data, len(x.keys))
+		_, _, _ = btfgenFullSumOf(x.data, len(x.keys), 0)
 		for i := range x.keys {
 			if _, err := x.blob(i); err != nil {
 				continue

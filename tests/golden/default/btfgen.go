@@ -135,8 +135,7 @@ func btfgenSameAsEmbedded() (BTFResult, bool) {
 	if err != nil {
 		return BTFResult{}, false
 	}
-	sums, err := btfgenParseFullSums(x.data, len(x.keys))
-	want, ok := sums[entry]
+	want, ok, err := btfgenFullSumOf(x.data, len(x.keys), entry)
 	if err != nil || !ok || !btfgenFileMatches(btfgenNativePath, want) {
 		return BTFResult{}, false
 	}
@@ -156,72 +155,72 @@ type btfgenFullSum struct {
 
 const (
 	btfgenSumMagic   = "GBS2"
-	btfgenSumTailLen = 16 // u32 varints_clen, u32 varints_len, u32 crc32, magic
+	btfgenSumTailLen = 12 // u32 sizes_len, u32 crc32, magic
 	// 128 bits of sha256: enough to tell one build of a kernel from another (what the check
 	// is for); whoever controls the vmlinux file could hand cilium/ebpf any types anyway.
 	btfgenSumLen = 16
 )
 
-// btfgenParseFullSums reads the full-BTF trailer at the end of the data area (gobtfgen's
-// docs/payload-format.md) of a payload of entries entries: the checksums by entry number. No
-// trailer (also the "GBS1" one of older gobtfgen) is a nil map and no error; a damaged one is
-// an error. Either way PreferEmbedded falls back to the kernel's own BTF.
-func btfgenParseFullSums(data []byte, entries int) (map[int]btfgenFullSum, error) {
+// btfgenFullSumOf reads the full-BTF trailer at the end of the data area of a payload of
+// entries entries (gobtfgen's docs/payload-format.md) and returns the checksum it holds for
+// entry. ok is false when there is no trailer (also for the "GBS1" one of older gobtfgen) or
+// no checksum for entry; a damaged trailer is an error. Either way PreferEmbedded falls back to
+// the kernel's own BTF. The whole trailer is checked, nothing is allocated but the result.
+func btfgenFullSumOf(data []byte, entries, entry int) (sum btfgenFullSum, ok bool, err error) {
 	n := len(data)
 	if n < btfgenSumTailLen || string(data[n-4:]) != btfgenSumMagic {
-		return nil, nil
+		return btfgenFullSum{}, false, nil
 	}
 	tail := data[n-btfgenSumTailLen:]
-	clen := binary.LittleEndian.Uint32(tail)
-	varintsLen := binary.LittleEndian.Uint32(tail[4:])
-	if uint64(clen) > uint64(n-btfgenSumTailLen) || varintsLen > btfgenMaxIndexLen ||
-		!btfgenInflatable(clen, varintsLen) {
-		return nil, errors.New("full-BTF trailer: lengths out of range")
+	sizesLen := uint64(binary.LittleEndian.Uint32(tail))
+	hashesLen := uint64(entries) * btfgenSumLen
+	if sizesLen+hashesLen > uint64(n-btfgenSumTailLen) {
+		return btfgenFullSum{}, false, errors.New("full-BTF trailer: lengths out of range")
 	}
-	start := n - btfgenSumTailLen - int(clen)
-	varints, err := btfgenInflate(data[start:start+int(clen)], int(varintsLen))
-	if err != nil {
-		return nil, fmt.Errorf("full-BTF trailer: %w", err)
+	sizesAt := n - btfgenSumTailLen - int(sizesLen)
+	hashes, sizes := data[sizesAt-int(hashesLen):sizesAt], data[sizesAt:n-btfgenSumTailLen]
+	if crc32.Update(crc32.ChecksumIEEE(hashes), crc32.IEEETable, sizes) !=
+		binary.LittleEndian.Uint32(tail[4:]) {
+		return btfgenFullSum{}, false, errors.New("full-BTF trailer fails its checksum")
 	}
-	c := &btfgenCursor{s: string(varints)}
-	count := int(c.varint())
-	// Every record takes at least two varint bytes and its hash.
-	if c.err == nil && (count > entries || 2*count > len(c.s)-c.pos || count*btfgenSumLen > start) {
-		return nil, errors.New("full-BTF trailer: record count out of range")
-	}
-	hashes := data[start-count*btfgenSumLen : start]
-	if crc32.Update(crc32.ChecksumIEEE(hashes), crc32.IEEETable, varints) !=
-		binary.LittleEndian.Uint32(tail[8:]) {
-		return nil, errors.New("full-BTF trailer fails its checksum")
-	}
-	numbers := make([]int, count)
-	next := uint64(0)
-	for i := range numbers {
-		next += uint64(c.varint())
-		if c.err == nil && next >= uint64(entries) {
-			return nil, fmt.Errorf("full-BTF trailer: record %d names entry %d of %d", i, next,
-				entries)
+	pos := 0
+	varint := func() (uint32, error) {
+		v, next, more, err := btfgenLEB128(sizes, pos)
+		pos = next
+		if !more {
+			return 0, errors.New("full-BTF trailer truncated")
+		} else if err != nil {
+			return 0, fmt.Errorf("full-BTF trailer: %w", err)
 		}
-		numbers[i] = int(next)
-		next++
+		return v, nil
 	}
-	sums := make(map[int]btfgenFullSum, count)
-	size := uint32(0)
-	for i, entry := range numbers {
-		v := c.varint()
+	count, err := varint()
+	if err != nil {
+		return btfgenFullSum{}, false, err
+	}
+	if uint64(count) != uint64(entries) {
+		return btfgenFullSum{}, false, fmt.Errorf("full-BTF trailer of %d entries, the payload "+
+			"has %d", count, entries)
+	}
+	var size uint32
+	for i := 0; i < entries; i++ {
+		v, err := varint()
+		if err != nil {
+			return btfgenFullSum{}, false, err
+		}
 		size += v>>1 ^ -(v & 1)
-		sums[entry] = btfgenFullSum{size: size,
-			sum: string(hashes[i*btfgenSumLen : (i+1)*btfgenSumLen])}
+		if i == entry {
+			sum.size = size
+		}
 	}
-	if errors.Is(c.err, btfgenErrTruncated) {
-		return nil, errors.New("full-BTF trailer truncated")
-	} else if c.err != nil {
-		return nil, fmt.Errorf("full-BTF trailer: %w", c.err)
+	if pos != len(sizes) {
+		return btfgenFullSum{}, false, errors.New("full-BTF trailer: bytes after the sizes")
 	}
-	if c.pos != len(c.s) {
-		return nil, errors.New("full-BTF trailer: bytes after the sizes")
+	if entry < 0 || entry >= entries || sum.size == 0 {
+		return btfgenFullSum{}, false, nil
 	}
-	return sums, nil
+	sum.sum = string(hashes[entry*btfgenSumLen : (entry+1)*btfgenSumLen])
+	return sum, true, nil
 }
 
 // btfgenFileMatches streams path through sha256, reading at most one byte more than want.size:
