@@ -313,7 +313,8 @@ var (
 	btfgenIndexErr  error
 )
 
-// btfgenEmbedded parses the payload index once; lookups inflate one chunk each.
+// btfgenEmbedded parses the payload index once; a lookup inflates only the groups holding its
+// kernel's nodes and strings.
 func btfgenEmbedded() (*btfgenIndex, error) {
 	btfgenIndexOnce.Do(func() {
 		btfgenIndexVal, btfgenIndexErr = btfgenParsePayload(btfgenPayload)
