@@ -272,8 +272,8 @@ def test_default_minimizer_needs_no_bpftool(tmp_path: Path, real_archive: Path,
     err = capsys.readouterr().err
     assert code == 0, err
     n = len(scan_archive(real_archive, ["x86_64", "arm64"], ["debian/12"])[0])
-    assert f"{n} kernels: {n} minimized" in err and "(python 2)" in err
-    assert '"minimizer": "python 2"' in (out / "btfgen_manifest.json").read_text()
+    assert f"{n} kernels: {n} minimized" in err and "(python 3)" in err
+    assert '"minimizer": "python 3"' in (out / "btfgen_manifest.json").read_text()
 
 
 def test_bad_objects(tmp_path: Path, real_archive: Path, probe_objects: dict[str, Path],

@@ -15,9 +15,9 @@ from typing import ClassVar
 from gobtfgen.errors import UsageError
 
 # Version of the built-in minimizers' output: bump when the output of python or python-compat
-# may change. Their identity ("python 2") is part of the cache key, and is known here without
+# may change. Their identity ("python 3") is part of the cache key, and is known here without
 # importing them (an unchanged re-run needs the identity, not the minimizer).
-BUILTIN_VERSION = "2"
+BUILTIN_VERSION = "3"
 
 
 def builtin_identity(name: str) -> str | None:

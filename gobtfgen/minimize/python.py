@@ -290,16 +290,18 @@ class _Marks:
 
     def _canonical_order(self, kept: list[int], rep: dict[int, int]) -> list[int]:
         """The kept types in an order that depends on the types, not on where the kernel's
-        build put them: named types by (kind, name), each followed depth-first by the anonymous
-        types it refers to (a pointer, an array, a function prototype) that no earlier type
-        took; the kernel's id order breaks ties.
+        build put them: named types by kind and essential name (libbpf's, without a
+        `___flavor`), each followed depth-first by the anonymous types it refers to (a
+        pointer, an array, a function prototype) that no earlier type took.
 
         Kernels of different builds list the same types in different orders, so in bpftool's
         id order the payload (docs/payload-format.md, "Node lists") spends most of a
         cross-family kernel's list on saying where each type went; in this order two kernels'
         lists differ only where their types do. Type order is free in BTF (references may
-        point forward) and no relocation result depends on it: CO-RE matches by name and
-        shape, and type-id relocations get ids of the minimized BTF in either order. Merged
+        point forward), and the one order libbpf's results depend on is kept: among the
+        candidates of one relocation (same essential name, compatible kind) the first that
+        matches gives the load size, so types of one essential name and kind keep their id
+        order. Type-id relocations get ids of the minimized BTF in either order. Merged
         module types stay after the vmlinux ones (module_start).
         """
         scratch = BTFWriter()
@@ -331,7 +333,8 @@ class _Marks:
                                               [t for t in kept if t >= start]]
         for part in parts:
             for tid in sorted((t for t in part if k.name_off(t)),
-                              key=lambda t: (k.kind(t), k.name(t))):
+                              key=lambda t: (_CANDIDATE_KIND.get(k.kind(t), k.kind(t)),
+                                             B.essential_name(k.name(t)), t)):
                 visit(tid)
             for tid in part:
                 visit(tid)
@@ -485,6 +488,11 @@ class _Marks:
 
 
 _SHALLOW = 1 << 32  # not a u32: marks a key apart from every written record
+
+
+# Kinds whose types are candidates of one relocation together (libbpf's kind_core_compat):
+# an enum's candidates are the enums and enum64s of its essential name.
+_CANDIDATE_KIND = {B.ENUM64: B.ENUM}
 
 
 def _ref_positions(kind: int, vlen: int) -> list[int]:
