@@ -1,7 +1,9 @@
 """`python -m gobtfgen` and the `gobtfgen` console script.
 
 The CLI is imported inside the handler: a Ctrl-C while Python is still importing gobtfgen's
-modules ends with the same one-line message and exit 130 as one during the run."""
+modules ends with the same one-line message and exit 130 as one during the run. A repeated
+`gobtfgen minimize` is answered before the CLI is imported at all
+(gobtfgen.commands.minimize_fast): its whole budget is what bpftool's process takes."""
 
 from __future__ import annotations
 
@@ -10,11 +12,16 @@ import sys
 
 def main() -> int:
     try:
+        from gobtfgen.commands.minimize_fast import replay
+
+        status = replay(sys.argv[1:])
+        if status is not None:
+            return status
         from gobtfgen.cli import main as cli_main
     except KeyboardInterrupt:
         print("gobtfgen: interrupted; outputs left as they were", file=sys.stderr)
         return 130
-    return cli_main()
+    return cli_main(replay=False)
 
 
 if __name__ == "__main__":

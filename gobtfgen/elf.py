@@ -13,7 +13,6 @@ ELFFormatError, never an IndexError or a struct.error.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 EM_BPF = 247
 SHT_NOBITS = 8
@@ -29,14 +28,25 @@ class ELFFormatError(ValueError):
     """Not an ELF file, or a damaged one (the message says what is wrong)."""
 
 
-@dataclass(frozen=True)
 class Section:
-    name: str
-    type: int
-    flags: int
-    offset: int
-    size: int
-    link: int = 0  # sh_link: a symbol table's string table
+    """One section header. (Plain classes here, not dataclasses: `gobtfgen minimize` replays
+    a result after reading its objects through this module, and importing dataclasses alone
+    costs that whole command 5-10 ms.)"""
+
+    __slots__ = ("name", "type", "flags", "offset", "size", "link")
+
+    def __init__(self, name: str, type: int, flags: int, offset: int, size: int,
+                 link: int = 0) -> None:
+        self.name = name
+        self.type = type
+        self.flags = flags
+        self.offset = offset
+        self.size = size
+        self.link = link  # sh_link: a symbol table's string table
+
+    def __repr__(self) -> str:
+        return (f"Section(name={self.name!r}, type={self.type}, flags={self.flags:#x}, "
+                f"offset={self.offset}, size={self.size}, link={self.link})")
 
 
 SHT_SYMTAB = 2
@@ -44,12 +54,15 @@ STT_FUNC = 2
 SHN_LORESERVE = 0xFF00  # section indexes from here on are special (SHN_ABS, SHN_COMMON, ...)
 
 
-@dataclass(frozen=True)
 class ELF:
-    little_endian: bool
-    machine: int
-    sections: tuple[Section, ...]
-    data: bytes
+    __slots__ = ("little_endian", "machine", "sections", "data")
+
+    def __init__(self, little_endian: bool, machine: int, sections: tuple[Section, ...],
+                 data: bytes) -> None:
+        self.little_endian = little_endian
+        self.machine = machine
+        self.sections = sections
+        self.data = data
 
     @property
     def machine_name(self) -> str:

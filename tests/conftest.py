@@ -28,6 +28,15 @@ def _forbid_tools(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
         monkeypatch.setattr("gobtfgen.tools.run", refuse)
 
 
+@pytest.fixture(autouse=True)
+def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty gobtfgen cache per test: minimize and generate would otherwise write the
+    user's (~/.cache/gobtfgen), and a result one test kept would answer another's run. A test
+    that sets GOBTFGEN_CACHE_DIR or passes --cache-dir overrides it."""
+    monkeypatch.setenv("GOBTFGEN_CACHE_DIR", str(tmp_path_factory.mktemp("gobtfgen-cache")))
+
+
 def need(tool: str, why: str = "") -> str:
     path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists()
                                   else None)

@@ -14,20 +14,29 @@ import hashlib
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 # Only what every run needs is imported here: a one-kernel command pays for each import in
 # every process (pyelftools for -B's .ko and generate's pipeline are lazy).
 from gobtfgen import tools
-from gobtfgen.archive import SUFFIX, check_btf, read_kernel_btf
+from gobtfgen.archive import (
+    SUFFIX,
+    check_btf,
+    kernel_btf_of,
+    read_archive_file,
+    read_kernel_btf,
+)
 from gobtfgen.btf import BTFWriter
 from gobtfgen.cache import Cache, atomic_write, default_cache_dir
+from gobtfgen.commands.minimize_fast import _BPFTOOL_NOOP_FLAGS, bpftool_order, skipped_note
 from gobtfgen.errors import InputError, UsageError
 from gobtfgen.minimize import MinimizeError, get_minimizer
+from gobtfgen.minimize import replay as kept
 from gobtfgen.objects import read_object
 from gobtfgen.options import add_minimizer_flags
+
+__all__ = ["bpftool_order", "register", "run"]
 
 _FIX_KERNEL = ("pass a raw kernel BTF (/sys/kernel/btf/vmlinux, a .btf file) or a btfhub "
                ".btf.tar.xz")
@@ -60,50 +69,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-_BPFTOOL_NOOP_FLAGS = (("-j", "--json"), ("-p", "--pretty"), ("-l", "--legacy"),
-                       ("-L", "--use-loader"), ("-m", "--mapcompat"), ("-n", "--nomount"),
-                       ("-f", "--bpffs"))
-_VALUE_OPTIONS = frozenset({"--minimizer", "--bpftool", "-B", "--base", "--base-btf"})
-
-
-def bpftool_order(argv: Sequence[str]) -> list[str]:
-    """Options first, positionals last, as bpftool's getopt_long sees them.
-
-    argparse cannot take an option between two OBJECTs (`minimize in out a.o -d b.o`); bpftool
-    can, because GNU getopt moves options before the operands. This does the same for the
-    words after `minimize`.
-    """
-    argv = list(argv)
-    words = [w for w in argv if not w.startswith("-")]
-    if len(words) >= 2 and words[0] == "gen" and "min_core_btf".startswith(words[1]) \
-            and len(words[1]) >= 1:
-        # `BPFTOOL=gobtfgen`: bpftool's own command line, `gen` and a prefix of
-        # `min_core_btf` included (bpftool matches command prefixes), options anywhere.
-        gen = argv.index("gen")
-        sub = argv.index(words[1], gen + 1)
-        argv = ["minimize", *argv[:gen], *argv[gen + 1:sub], *argv[sub + 1:]]
-    try:
-        at = argv.index("minimize")
-    except ValueError:
-        return argv
-    opts: list[str] = []
-    operands: list[str] = []
-    rest = iter(argv[at + 1:])
-    for word in rest:
-        if word == "--":
-            operands.extend(rest)
-        elif word in _VALUE_OPTIONS:
-            opts.append(word)
-            value = next(rest, None)
-            if value is not None:
-                opts.append(value)
-        elif word.startswith("-") and word != "-":
-            opts.append(word)
-        else:
-            operands.append(word)
-    return [*argv[:at + 1], *opts, *(["--", *operands] if operands else [])]
-
-
 def run(args: argparse.Namespace) -> int:
     if args.debug:
         tools.VERBOSE = True
@@ -111,17 +76,21 @@ def run(args: argparse.Namespace) -> int:
     if not source.is_file():
         raise UsageError(f"{source}: no such kernel BTF file")
     parsed = []
-    for path in (Path(o) for o in args.objects):
+    skipped = []
+    digests = []
+    for i, path in enumerate(Path(o) for o in args.objects):
         if not path.is_file():
             raise UsageError(f"{path}: no such object file")
         obj = read_object(path)
+        digests.append(kept.signature_digest(obj.core_relocations, obj.signature))
         if obj.core_relocations == 0:
-            # What bpftool does with an object whose .BTF.ext holds no CO-RE relocation, and
-            # what generate does with any object that needs no kernel BTF.
-            print(f"gobtfgen: note: {path}: no CO-RE relocations (.BTF.ext): needs no kernel "
-                  "BTF, skipped", file=sys.stderr)
+            print(skipped_note(str(path)), file=sys.stderr)
+            skipped.append(i)
             continue
         parsed.append(obj)
+    # Taken before the kernel is read: what a kept result is keyed by (replay).
+    inputs = kept.inputs(args.input, args.objects, args.minimizer, digests) \
+        if args.base_btf is None else None
     objects = [obj.path for obj in parsed]
     minimizer = get_minimizer(args.minimizer, bpftool=args.bpftool)
     with tempfile.TemporaryDirectory(prefix="gobtfgen-") as tmp:
@@ -129,13 +98,18 @@ def run(args: argparse.Namespace) -> int:
             raw = Path(tmp) / "merged.btf"
             btf = _merge_split(Path(args.base_btf), source)
             raw.write_bytes(btf)
+            file_sha = None
         elif source.name.endswith(SUFFIX):
             raw = Path(tmp) / "kernel.btf"
-            btf = read_kernel_btf(source)
+            packed = read_archive_file(source)
+            file_sha = kept.file_sha256(packed) if inputs is not None else None
+            btf = kernel_btf_of(packed, what=source)
             raw.write_bytes(btf)
         else:
             raw = source
             btf = source.read_bytes()
+            file_sha = None
+        btf_sha = hashlib.sha256(btf).hexdigest()
         little = check_btf(btf, what=source, fix=_FIX_KERNEL)
         for obj in parsed:
             if obj.little_endian != little:
@@ -149,21 +123,23 @@ def run(args: argparse.Namespace) -> int:
             out = BTFWriter().to_bytes()
         else:
             try:
-                out = minimizer.minimize(raw, objects, data=btf, index=_index_path(btf))
+                out = minimizer.minimize(raw, objects, data=btf, index=_index_path(btf_sha))
             except MinimizeError as exc:
                 raise InputError(f"{source}: {exc}") from None
     atomic_write(Path(args.output), out)
+    if inputs is not None:
+        kept.store(inputs, file_sha or btf_sha, out, skipped)
     return 0
 
 
-def _index_path(btf: bytes) -> Path | None:
+def _index_path(btf_sha: str) -> Path | None:
     """Where generate's cache keeps this kernel's type index (raw/<sha>.idx, keyed here by the
     raw BTF's sha256): a kernel minimized before skips framing its records, the first walk.
     GOBTFGEN_CACHE_DIR as generate reads it; an empty value turns the cache off."""
     root = os.environ.get("GOBTFGEN_CACHE_DIR", str(default_cache_dir()))
     if not root:
         return None
-    return Cache(Path(root)).index_path(hashlib.sha256(btf).hexdigest())
+    return Cache(Path(root)).index_path(btf_sha)
 
 
 def _merge_split(base_path: Path, source: Path) -> bytes:

@@ -7,12 +7,15 @@ cache key, so switching minimizer (or upgrading bpftool) never serves a stale re
 from __future__ import annotations
 
 import abc
-import importlib.util
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import ClassVar
 
-from gobtfgen.errors import UsageError
+# Imported by `gobtfgen minimize`'s replay (gobtfgen.minimize.replay) for BUILTIN_VERSION: only
+# what a repeated one-kernel command can afford (pathlib, typing, collections.abc and errors
+# cost it 20 ms). typing.TYPE_CHECKING without importing typing (mypy reads this name).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+    from typing import ClassVar
 
 # Version of the built-in minimizers' output: bump when the output of python or python-compat
 # may change. Their identity ("python 3") is part of the cache key, and is known here without
@@ -85,6 +88,8 @@ FACTORIES: dict[str, Callable[..., Minimizer]] = {
 
 
 def available() -> list[str]:
+    import importlib.util
+
     # find_spec, not import: listing the choices must not load the Python minimizer.
     if importlib.util.find_spec("gobtfgen.minimize.python") is None:
         return ["bpftool"]
@@ -93,5 +98,7 @@ def available() -> list[str]:
 
 def get_minimizer(name: str, **options: str) -> Minimizer:
     if name not in available():
+        from gobtfgen.errors import UsageError
+
         raise UsageError(f"--minimizer {name!r} is not one of {', '.join(available())}")
     return FACTORIES[name](**options)

@@ -1,0 +1,314 @@
+"""Results of `gobtfgen minimize` kept for inputs seen before: a repeated command replays them.
+
+A one-kernel command that a Makefile or a script runs again with the same kernel and objects
+pays Python's start, the imports and the first walk of the kernel for an answer it computed
+before; bpftool's whole process takes about as long as Python's start. An entry keeps the
+answer, and a repeated command reads it back with nothing imported but os and a hash:
+
+  <cache>/minimize/<key>.res     one result: the minimized BTF and which objects were skipped
+                                 (no CO-RE relocations); key = sha256 hex of what decides the
+                                 output (below)
+  <cache>/minimize/<path>.stat   one kernel file: its stat identity when its content was
+                                 hashed, and that hash; path = sha256 hex of its absolute path
+
+What decides the output, all in the key:
+- the kernel: sha256 of the INPUT file as given (raw BTF or .btf.tar.xz). Reading and hashing
+  4-27 MB costs a repeated run 3-15 ms, more than its whole budget, so `.stat` remembers the
+  hash by (device, inode, size, mtime, ctime): any change to a file sets its ctime, which no
+  system call sets back. Timestamps are coarse (a clock tick, a second on some filesystems),
+  so a file changed twice within one tick can keep its identity: as git does for "racy"
+  index entries, an identity recorded less than RACY_NS after the file's ctime is not
+  trusted, and the file is hashed again (and recorded again once it is old enough).
+- the objects, in order: per object its CO-RE signature (gobtfgen.coresig: the relocations
+  and the local types they name, canonical; what generate's cache is keyed by), so a code-only
+  edit keeps the entry; "skipped" for an object without CO-RE relocations;
+- the minimizer (python or python-compat, with the built-in version), gobtfgen's version and
+  GOBTFGEN_VERIFY.
+Only successful runs are kept: a failing one runs again and reports itself. -B, .ko inputs and
+--minimizer bpftool are never replayed. Entries are written to a temp name and renamed; one
+whose checksum does not match its content (damaged, truncated) is ignored and rewritten by
+the run that follows. The files sit under the cache root beside generate's, so one size limit
+covers both.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+
+from gobtfgen import __version__, coresig, elf
+from gobtfgen.coresig import sha256
+from gobtfgen.minimize import BUILTIN_VERSION
+
+# typing.TYPE_CHECKING without importing typing, 10-15 ms of a replay (mypy reads this name);
+# collections.abc, unlike the _collections_abc os has loaded, costs 4 ms.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+SUBDIR = "minimize"
+RES_SUFFIX = ".res"
+STAT_SUFFIX = ".stat"
+RACY_NS = 2_000_000_000  # coarsest common timestamp granularity (FAT: 2 s) plus margin
+_RES_MAGIC = b"GBTFMR\0\1"
+_STAT_MAGIC = "gobtfgen-minimize-stat 1"
+_REPLAYED = ("python", "python-compat")
+
+
+def cache_root() -> str | None:
+    """GOBTFGEN_CACHE_DIR as generate reads it (empty: no cache), else the default
+    ($XDG_CACHE_HOME/gobtfgen, as gobtfgen.cache.default_cache_dir)."""
+    root = os.environ.get("GOBTFGEN_CACHE_DIR")
+    if root is not None:
+        return root or None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "gobtfgen")
+
+
+def identity(minimizer: str) -> str | None:
+    """What besides the inputs decides a replayed output; None: this minimizer is not
+    replayed (bpftool's output depends on the installed tool)."""
+    if minimizer not in _REPLAYED:
+        return None
+    verify = os.environ.get("GOBTFGEN_VERIFY", "") not in ("", "0")
+    return f"{minimizer} {BUILTIN_VERSION} gobtfgen {__version__} verify={int(verify)}"
+
+
+def object_digest(data: bytes) -> str | None:
+    """What of a BPF object decides the output: "skipped" for one without CO-RE relocations
+    (the command skips it with a note), else its CO-RE signature (gobtfgen.coresig, what
+    generate's cache is keyed by). None when it is not a BPF object the command would read
+    (the command then reports why)."""
+    try:
+        e = elf.parse(data)
+    except elf.ELFFormatError:
+        return None
+    btf = e.section(".BTF")
+    if e.machine != elf.EM_BPF or btf is None:
+        return None
+    ext = e.section(".BTF.ext")
+    if ext is None:
+        return "skipped"
+    try:
+        count, signature = coresig.core_signature(e.section_data(btf), e.section_data(ext),
+                                                  little=e.little_endian, what="object")
+    except coresig.CoreSignatureError:
+        return None
+    return signature_digest(count, signature)
+
+
+def signature_digest(core_relocations: int, signature: str) -> str:
+    return f"{core_relocations} {signature}" if core_relocations else "skipped"
+
+
+def object_digests(paths: Sequence[str]) -> list[str] | None:
+    out = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                digest = object_digest(f.read())
+        except OSError:
+            return None
+        if digest is None:
+            return None
+        out.append(digest)
+    return out
+
+
+def file_sha256(data: bytes) -> str:
+    import hashlib  # OpenSSL's SHA-256: 3-5x CPython's own on a kernel's megabytes
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _key(kernel_sha: str, digests: Sequence[str], ident: str) -> str:
+    h = sha256(b"gobtfgen-minimize-replay-1\0")
+    for part in (kernel_sha, ident, *digests):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _stat_path(root: str, kernel: str) -> str:
+    name = sha256(os.path.abspath(kernel).encode()).hexdigest()
+    return os.path.join(root, SUBDIR, name + STAT_SUFFIX)
+
+
+def _res_path(root: str, key: str) -> str:
+    return os.path.join(root, SUBDIR, key + RES_SUFFIX)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """gobtfgen.cache.atomic_write with os alone (tempfile costs a replay 2 ms to import): a
+    temp name in the same directory, renamed; the file's mode is what open() gives."""
+    parent = os.path.dirname(path) or "."
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.{os.getpid()}."
+                               f"{os.urandom(4).hex()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o666)
+    except FileNotFoundError:
+        os.makedirs(parent, exist_ok=True)
+        fd = os.open(tmp, flags, 0o666)
+    try:
+        with open(fd, "wb", buffering=0) as f:
+            view = memoryview(data)
+            while view:
+                view = view[f.write(view) or 0:]
+        os.replace(tmp, path)
+    except BaseException:
+        try:  # noqa: SIM105 (contextlib costs a replay 1-2 ms to import)
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# -- the kernel's hash, remembered by its stat -------------------------------------------------
+
+
+def _known_sha(root: str, kernel: str, st: os.stat_result) -> str | None:
+    """The kernel file's sha256 from its .stat record, when the record is this file as it is
+    now and was taken long enough after its last change to be trusted."""
+    try:
+        with open(_stat_path(root, kernel), encoding="utf-8") as f:
+            fields = f.read().split(" ", 9)
+    except (OSError, ValueError):
+        return None
+    if len(fields) != 10 or " ".join(fields[:2]) != _STAT_MAGIC:
+        return None
+    try:
+        dev, ino, size, mtime, ctime, recorded = (int(x) for x in fields[2:8])
+    except ValueError:
+        return None
+    sha, path = fields[8], fields[9]
+    if (dev, ino, size, mtime, ctime) != _stamp(st) or path != os.path.abspath(kernel) + "\n":
+        return None
+    if ctime + RACY_NS > recorded or len(sha) != 64:
+        return None  # racy: the file may have changed again within its timestamp's tick
+    return sha
+
+
+def record_kernel(root: str, kernel: str, st: os.stat_result, recorded_ns: int,
+                  sha: str) -> None:
+    """Remember that the kernel file, with stat st taken at recorded_ns (before its bytes
+    were read), hashes to sha. Best effort, like every cache write."""
+    line = " ".join([_STAT_MAGIC, *map(str, _stamp(st)), str(recorded_ns), sha,
+                     os.path.abspath(kernel)]) + "\n"
+    try:  # noqa: SIM105 (as above)
+        write_atomic(_stat_path(root, kernel), line.encode())
+    except OSError:
+        pass
+
+
+# -- result entries ----------------------------------------------------------------------------
+
+
+def _encode(key: str, out: bytes, skipped: Sequence[int]) -> bytes:
+    body = (bytes.fromhex(key) + struct.pack(f"<I{len(skipped)}I", len(skipped), *skipped)
+            + out)
+    return _RES_MAGIC + sha256(body).digest() + body
+
+
+def _decode(key: str, blob: bytes, n_objects: int) -> tuple[bytes, list[int]] | None:
+    head = len(_RES_MAGIC) + 32
+    body = blob[head:]
+    if not blob.startswith(_RES_MAGIC) or sha256(body).digest() != blob[len(_RES_MAGIC):head]:
+        return None
+    if body[:32] != bytes.fromhex(key) or len(body) < 36:
+        return None
+    (count,) = struct.unpack_from("<I", body, 32)
+    if 36 + 4 * count > len(body):
+        return None
+    skipped = list(struct.unpack_from(f"<{count}I", body, 36))
+    if any(i >= n_objects for i in skipped):
+        return None
+    return body[36 + 4 * count:], skipped
+
+
+class Inputs:
+    """What a run's entry is keyed by, taken before the run reads its inputs."""
+
+    def __init__(self, root: str, kernel: str, objects: Sequence[str], ident: str,
+                 st: os.stat_result, recorded_ns: int, digests: list[str]) -> None:
+        self.root = root
+        self.kernel = kernel
+        self.objects = list(objects)
+        self.ident = ident
+        self.st = st
+        self.recorded_ns = recorded_ns
+        self.digests = digests
+
+
+def inputs(kernel: str, objects: Sequence[str], minimizer: str,
+           digests: list[str] | None = None) -> Inputs | None:
+    """The key material of a run about to read its kernel; None when it is not replayable
+    (no cache, a minimizer that is not replayed, an input that is not a regular file or not a
+    BPF object: the run then reports it). digests: the objects' (signature_digest), when the
+    caller has read them already."""
+    root = cache_root()
+    ident = identity(minimizer)
+    if root is None or ident is None:
+        return None
+    recorded_ns = time.time_ns()
+    try:
+        st = os.stat(kernel)
+    except OSError:
+        return None
+    if (st.st_mode & 0o170000) != 0o100000:
+        return None
+    if digests is None:
+        digests = object_digests(objects)
+        if digests is None:
+            return None
+    return Inputs(root, kernel, objects, ident, st, recorded_ns, digests)
+
+
+def lookup(inp: Inputs) -> tuple[bytes, list[int]] | None:
+    """(minimized BTF, indexes of skipped objects) kept for these inputs, or None."""
+    sha = _known_sha(inp.root, inp.kernel, inp.st)
+    rehashed = sha is None
+    if sha is None:
+        try:
+            with open(inp.kernel, "rb") as f:
+                sha = file_sha256(f.read())
+        except OSError:
+            return None
+    path = _res_path(inp.root, _key(sha, inp.digests, inp.ident))
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError:
+        return None
+    hit = _decode(_key(sha, inp.digests, inp.ident), blob, len(inp.objects))
+    if hit is None:
+        return None
+    try:  # noqa: SIM105 (as above)
+        os.utime(path)  # recently used, for the cache's eviction by age
+    except OSError:
+        pass
+    if rehashed:
+        record_kernel(inp.root, inp.kernel, inp.st, inp.recorded_ns, sha)
+    return hit
+
+
+def store(inp: Inputs, kernel_sha: str, out: bytes, skipped: Sequence[int]) -> None:
+    """Keep a successful run's output, if its inputs are still what the key says (a kernel
+    or object changed while the run read it is not recorded). Best effort."""
+    try:
+        if _stamp(os.stat(inp.kernel)) != _stamp(inp.st):
+            return
+    except OSError:
+        return
+    if object_digests(inp.objects) != inp.digests:
+        return
+    key = _key(kernel_sha, inp.digests, inp.ident)
+    try:
+        write_atomic(_res_path(inp.root, key), _encode(key, out, skipped))
+    except OSError:
+        return
+    record_kernel(inp.root, inp.kernel, inp.st, inp.recorded_ns, kernel_sha)

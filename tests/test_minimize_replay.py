@@ -1,0 +1,286 @@
+"""gobtfgen minimize's kept results (gobtfgen.minimize.replay): a repeated command is answered
+from <cache>/minimize/ with the bytes a fresh run writes, and never for inputs that changed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from gobtfgen import btf as B
+from gobtfgen import cli
+from gobtfgen.archive import read_kernel_btf
+from gobtfgen.commands.minimize_fast import display_path, parse_simple, replay
+from gobtfgen.minimize import replay as kept
+from tests import realkernels
+from tests.bpfobjs import bpf_objects
+from tests.conftest import FIXTURES, REPO, compile_bpf
+
+__all__ = ["bpf_objects"]
+
+pytestmark = pytest.mark.tools
+
+KEY = "debian/12/x86_64/6.1.0-56-amd64"
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Path:
+    raw = tmp_path / "kernel.btf"
+    raw.write_bytes(read_kernel_btf(realkernels.kernel(KEY)))
+    return raw
+
+
+def fresh(tmp_path: Path, kernel: Path, objects: list[Path], name: str,
+          monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """What a run with no cache at all writes."""
+    with monkeypatch.context() as m:
+        m.setenv("GOBTFGEN_CACHE_DIR", "")
+        out = tmp_path / f"{name}.fresh.btf"
+        assert cli.main(["minimize", str(kernel), str(out), *map(str, objects)]) == 0
+    return out.read_bytes()
+
+
+def argv(kernel: Path, out: Path, objects: Sequence[str | Path], *extra: str) -> list[str]:
+    return ["minimize", *extra, str(kernel), str(out), *map(str, objects)]
+
+
+def entries(cache: Path, suffix: str) -> list[Path]:
+    return sorted((cache / "minimize").glob(f"*{suffix}"))
+
+
+def trust_stat_record(cache: Path) -> None:
+    """Rewrite the one .stat record as if it had been taken long after the file's last change
+    (a test cannot wait out RACY_NS)."""
+    (record,) = entries(cache, kept.STAT_SUFFIX)
+    fields = record.read_text().split(" ", 9)
+    fields[7] = str(int(fields[6]) + kept.RACY_NS + 1)
+    record.write_text(" ".join(fields))
+
+
+def test_repeated_run_is_replayed_byte_for_byte(tmp_path: Path, kernel: Path,
+                                               probe_objects: dict[str, Path],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GOBTFGEN_CACHE_DIR", str(cache))
+    objs = [probe_objects["base"]]
+    for minimizer in ("python", "python-compat"):
+        first, again = tmp_path / f"{minimizer}.1.btf", tmp_path / f"{minimizer}.2.btf"
+        assert replay(argv(kernel, first, objs, "--minimizer", minimizer)) is None
+        assert cli.main(argv(kernel, first, objs, "--minimizer", minimizer)) == 0
+        assert replay(argv(kernel, again, objs, "--minimizer", minimizer)) == 0
+        assert again.read_bytes() == first.read_bytes()
+        with monkeypatch.context() as m:
+            m.setenv("GOBTFGEN_MINIMIZER", minimizer)
+            assert fresh(tmp_path, kernel, objs, minimizer, m) == first.read_bytes()
+    assert len(entries(cache, kept.RES_SUFFIX)) == 2  # one per minimizer
+    # bpftool's own command line, options between the objects, is the same command.
+    bpftool_line = tmp_path / "line.btf"
+    assert replay(["gen", "min_core_btf", str(kernel), str(bpftool_line), "-d",
+                   str(objs[0])]) == 0
+    assert bpftool_line.read_bytes() == (tmp_path / "python.1.btf").read_bytes()
+
+
+def test_a_changed_kernel_of_the_same_size_is_not_served(tmp_path: Path, kernel: Path,
+                                                         probe_objects: dict[str, Path],
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """The kernel file rewritten in place with the same size (task_struct.tgid moved): the
+    next run, within the same timestamp tick or not, writes the new kernel's answer."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GOBTFGEN_CACHE_DIR", str(cache))
+    objs = [probe_objects["base"]]
+    data = kernel.read_bytes()
+    k = B.BTF(data, wanted={"task_struct"})
+    (task,) = k.find_named("task_struct", [B.STRUCT])
+    idx = [k.str_at(name) for name, _, _ in k.members(task)].index("tgid")
+    at = k.header.hdr_len + k.header.type_off + 4 * (k.offsets[task] + 3 + 3 * idx + 2)
+    moved = bytearray(data)
+    moved[at:at + 4] = (int.from_bytes(data[at:at + 4], "little") + 64).to_bytes(4, "little")
+    other = tmp_path / "other.btf"
+    other.write_bytes(moved)
+    want_old = fresh(tmp_path, kernel, objs, "old", monkeypatch)
+    want_new = fresh(tmp_path, other, objs, "new", monkeypatch)
+    assert want_old != want_new
+
+    assert cli.main(argv(kernel, tmp_path / "a.btf", objs)) == 0
+    kernel.write_bytes(moved)  # same inode, same size, likely the same timestamp tick
+    assert cli.main(argv(kernel, tmp_path / "b.btf", objs)) == 0
+    assert (tmp_path / "b.btf").read_bytes() == want_new
+
+    # The worst case made certain: a record claiming the file's current stat with the old
+    # kernel's hash, taken within RACY_NS of the file's change, is not trusted.
+    (record,) = entries(cache, kept.STAT_SUFFIX)
+    fields = record.read_text().split(" ", 9)
+    st = kernel.stat()
+    fields[2:8] = map(str, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                            st.st_ctime_ns + kept.RACY_NS // 2))
+    fields[8] = kept.file_sha256(data)
+    record.write_text(" ".join(fields))
+    assert replay(argv(kernel, tmp_path / "c.btf", objs)) == 0
+    assert (tmp_path / "c.btf").read_bytes() == want_new
+
+
+def test_a_trusted_stat_record_skips_reading_the_kernel(tmp_path: Path, kernel: Path,
+                                                        probe_objects: dict[str, Path],
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GOBTFGEN_CACHE_DIR", str(cache))
+    objs = [probe_objects["base"]]
+    assert cli.main(argv(kernel, tmp_path / "a.btf", objs)) == 0
+
+    def no_hashing(data: bytes) -> str:
+        raise AssertionError("the kernel was hashed again")
+
+    # Recorded right after the file was written: racy, so the kernel is hashed (and the
+    # record taken again).
+    with monkeypatch.context() as m:
+        m.setattr(kept, "file_sha256", no_hashing)
+        with pytest.raises(AssertionError, match="hashed again"):
+            replay(argv(kernel, tmp_path / "b.btf", objs))
+    trust_stat_record(cache)
+    with monkeypatch.context() as m:
+        m.setattr(kept, "file_sha256", no_hashing)
+        assert replay(argv(kernel, tmp_path / "b.btf", objs)) == 0
+    assert (tmp_path / "b.btf").read_bytes() == (tmp_path / "a.btf").read_bytes()
+    # Touching the file (a new ctime) ends the trust.
+    os.utime(kernel)
+    with monkeypatch.context() as m:
+        m.setattr(kept, "file_sha256", no_hashing)
+        with pytest.raises(AssertionError, match="hashed again"):
+            replay(argv(kernel, tmp_path / "c.btf", objs))
+
+
+def test_objects_key_by_their_core_content(tmp_path: Path, kernel: Path,
+                                           probe_objects: dict[str, Path],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A code-only edit (probe VARIANT=1) is the same entry; one more relocation (VARIANT=2)
+    is not; the same object copied in place of another is looked up anew."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GOBTFGEN_CACHE_DIR", str(cache))
+    obj = tmp_path / "probe.o"
+    obj.write_bytes(probe_objects["base"].read_bytes())
+    assert cli.main(argv(kernel, tmp_path / "base.btf", [obj])) == 0
+    obj.write_bytes(probe_objects["code"].read_bytes())
+    assert replay(argv(kernel, tmp_path / "code.btf", [obj])) == 0
+    assert (tmp_path / "code.btf").read_bytes() == fresh(tmp_path, kernel, [obj], "code",
+                                                         monkeypatch)
+    obj.write_bytes(probe_objects["relocs"].read_bytes())
+    assert replay(argv(kernel, tmp_path / "relocs.btf", [obj])) is None
+    assert cli.main(argv(kernel, tmp_path / "relocs.btf", [obj])) == 0
+    want = fresh(tmp_path, kernel, [obj], "relocs", monkeypatch)
+    assert (tmp_path / "relocs.btf").read_bytes() == want
+    assert want != (tmp_path / "base.btf").read_bytes()
+    assert replay(argv(kernel, tmp_path / "relocs2.btf", [obj])) == 0
+    assert (tmp_path / "relocs2.btf").read_bytes() == want
+
+
+def test_damaged_entries_are_ignored_and_rewritten(tmp_path: Path, kernel: Path,
+                                                   probe_objects: dict[str, Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GOBTFGEN_CACHE_DIR", str(cache))
+    objs = [probe_objects["base"]]
+    assert cli.main(argv(kernel, tmp_path / "a.btf", objs)) == 0
+    want = (tmp_path / "a.btf").read_bytes()
+    (res,) = entries(cache, kept.RES_SUFFIX)
+    good = res.read_bytes()
+    flipped = bytearray(good)
+    flipped[-3] ^= 0x40
+    for name, bad in (("flipped", bytes(flipped)), ("truncated", good[:-5]), ("empty", b""),
+                      ("foreign", good[:8] + b"\0" * (len(good) - 8))):
+        res.write_bytes(bad)
+        assert replay(argv(kernel, tmp_path / f"{name}.btf", objs)) is None, name
+        assert cli.main(argv(kernel, tmp_path / f"{name}.btf", objs)) == 0
+        assert (tmp_path / f"{name}.btf").read_bytes() == want, name
+        assert res.read_bytes() == good, name
+    (record,) = entries(cache, kept.STAT_SUFFIX)
+    record.write_text("gobtfgen-minimize-stat 1 garbage")
+    assert replay(argv(kernel, tmp_path / "stat.btf", objs)) == 0  # hashed, then recorded
+    assert (tmp_path / "stat.btf").read_bytes() == want
+    assert record.read_text().startswith("gobtfgen-minimize-stat 1 ")
+    assert len(record.read_text().split(" ")) == 10
+    assert not list((cache / "minimize").glob(".*"))  # no temp file left behind
+
+
+def test_notes_for_skipped_objects_are_replayed(tmp_path: Path, kernel: Path,
+                                               bpf_objects: dict[str, Path],
+                                               probe_objects: dict[str, Path],
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Objects without CO-RE relocations (a map-only one, one without relocations) are
+    skipped with a note; the replay prints the same notes, naming each object as the
+    command's own note does (./ dropped, as pathlib does)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GOBTFGEN_CACHE_DIR", str(cache))
+    maps = compile_bpf(FIXTURES / "maps_only.bpf.c", tmp_path / "maps.o")
+    monkeypatch.chdir(tmp_path)
+    objs = ["./maps.o", probe_objects["base"], bpf_objects["noreloc"]]
+    assert cli.main(argv(kernel, tmp_path / "a.btf", objs)) == 0
+    first = capsys.readouterr().err
+    assert first.count("no CO-RE relocations") == 2 and "note: maps.o:" in first
+    assert maps.is_file()
+    assert replay(argv(kernel, tmp_path / "b.btf", objs)) == 0
+    assert capsys.readouterr().err == first
+    assert (tmp_path / "b.btf").read_bytes() == (tmp_path / "a.btf").read_bytes()
+    for path in ("./a.o", "a//b.o", "/x/./y.o", "//net/o", "///r.o", "d/", ".", "a/../b.o"):
+        assert display_path(path) == str(Path(path)), path
+
+
+def test_what_is_not_replayed(tmp_path: Path, kernel: Path, probe_objects: dict[str, Path],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    obj = str(probe_objects["base"])
+    # Command lines the fast path leaves to argparse.
+    for line in (["minimize", "--help"], ["generate"], ["minimize", "in", "out"],
+                 ["minimize", "--minimizer", "bpftool", "in", "out", obj],
+                 ["minimize", "-B", "vmlinux", "in", "out", obj],
+                 ["minimize", "--minimizer=python", "in", "out", obj],
+                 ["--version", "minimize", "in", "out", obj]):
+        assert parse_simple(line) is None, line
+    assert parse_simple(["-v", "minimize", "-j", "in", "out", obj, "-p"]) is not None
+    # No cache, and a minimizer whose output depends on the installed tool: nothing kept.
+    monkeypatch.setenv("GOBTFGEN_CACHE_DIR", "")
+    assert cli.main(argv(kernel, tmp_path / "a.btf", [Path(obj)])) == 0
+    monkeypatch.setenv("GOBTFGEN_CACHE_DIR", str(cache))
+    assert cli.main(argv(kernel, tmp_path / "b.btf", [Path(obj)], "--minimizer",
+                         "bpftool")) == 0
+    assert not (cache / "minimize").exists()
+    # GOBTFGEN_VERIFY is part of the key.
+    assert cli.main(argv(kernel, tmp_path / "c.btf", [Path(obj)])) == 0
+    monkeypatch.setenv("GOBTFGEN_VERIFY", "1")
+    assert replay(argv(kernel, tmp_path / "d.btf", [Path(obj)])) is None
+
+
+def test_a_replay_imports_only_what_it_needs(tmp_path: Path, kernel: Path,
+                                             probe_objects: dict[str, Path]) -> None:
+    """Through `python -m gobtfgen`, a kept result is written without the CLI, argparse,
+    dataclasses, typing, pathlib or hashlib (each costs a repeated command milliseconds
+    that bpftool's whole process takes)."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "GOBTFGEN_CACHE_DIR": str(cache), "PYTHONPATH": str(REPO)}
+    line = [sys.executable, "-X", "importtime", "-m", "gobtfgen",
+            *argv(kernel, tmp_path / "a.btf", [probe_objects["base"]])]
+    subprocess.run(line, env=env, check=True, capture_output=True)
+    trust_stat_record(cache)
+    proc = subprocess.run(line, env=env, check=True, capture_output=True, text=True)
+    imported = {row.split("|")[-1].strip() for row in proc.stderr.splitlines()
+                if row.startswith("import time:")}
+    assert "gobtfgen.minimize.replay" in imported
+    for heavy in ("gobtfgen.cli", "argparse", "dataclasses", "typing", "pathlib", "hashlib",
+                  "gobtfgen.btf", "tempfile"):
+        assert heavy not in imported, heavy
+    assert (tmp_path / "a.btf").read_bytes() == fresh_bytes(kernel, probe_objects["base"],
+                                                            tmp_path)
+
+
+def fresh_bytes(kernel: Path, obj: Path, tmp_path: Path) -> bytes:
+    out = tmp_path / "fresh.btf"
+    env = {**os.environ, "GOBTFGEN_CACHE_DIR": "", "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-m", "gobtfgen", "minimize", str(kernel), str(out),
+                    str(obj)], env=env, check=True, capture_output=True)
+    return out.read_bytes()
