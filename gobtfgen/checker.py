@@ -418,7 +418,7 @@ def _check_kernel(kernel: str, raw: bytes, objects: Sequence[ParsedObject],
             else:
                 guard = _guard_for(obj, out, guards)  # no code to walk: name heuristic
             failures.append(Failure(
-                object=obj.path.name, program=obj.function_at(sec, out.relo.insn_off),
+                object=obj.name, program=obj.function_at(sec, out.relo.insn_off),
                 section=sec, target=_local_target(obj, out),
                 kind=RELO_KIND_NAMES.get(out.relo.kind, str(out.relo.kind)), status=status,
                 effect=effect, guard=guard, detail=out.error or ""))

@@ -9,8 +9,6 @@ Names in comments refer to the C functions so a reader can hold both side by sid
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 from gobtfgen import btf as B
 from gobtfgen.btf import BTF, BTFError, essential_name, essential_name_len
@@ -32,6 +30,14 @@ from gobtfgen.btf.ext import (
     CoreRelo,
     ParsedObject,
 )
+from gobtfgen.record import Record
+
+# `gobtfgen minimize` imports this module in every process: collections.abc (not the
+# _collections_abc os has loaded) costs it 2-4 ms. typing.TYPE_CHECKING without importing
+# typing (mypy reads this name).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
 
 SPEC_MAX_LEN = 64  # BPF_CORE_SPEC_MAX_LEN
 MAX_RESOLVE_DEPTH = 32
@@ -124,25 +130,33 @@ def resolve_size(btf: BTF, tid: int) -> int:
 # -- specs -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Accessor:
-    type_id: int
-    idx: int
-    name: str | None
+class Accessor(Record):
+    __slots__ = ("type_id", "idx", "name")
+
+    def __init__(self, type_id: int, idx: int, name: str | None) -> None:
+        self.type_id = type_id
+        self.idx = idx
+        self.name = name
 
 
-@dataclass
-class Spec:
-    """bpf_core_spec: the high-level accessors, the raw access path and the bit offset."""
+class Spec(Record):
+    """bpf_core_spec: the high-level accessors, the raw access path and the bit offset.
+    (Mutable, unlike the other records: the matching builds it up.)"""
 
-    btf: BTF
-    root_type_id: int
-    relo_kind: int
-    raw_spec: list[int] = field(default_factory=list)
-    spec: list[Accessor] = field(default_factory=list)
-    bit_offset: int = 0
-    # libbpf's bookkeeping went astray (see _match_member): raw_spec may not be a real path.
-    quirk: bool = False
+    __slots__ = ("btf", "root_type_id", "relo_kind", "raw_spec", "spec", "bit_offset", "quirk")
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, btf: BTF, root_type_id: int, relo_kind: int,
+                 raw_spec: list[int] | None = None, spec: list[Accessor] | None = None,
+                 bit_offset: int = 0, quirk: bool = False) -> None:
+        self.btf = btf
+        self.root_type_id = root_type_id
+        self.relo_kind = relo_kind
+        self.raw_spec = [] if raw_spec is None else raw_spec
+        self.spec = [] if spec is None else spec
+        self.bit_offset = bit_offset
+        # libbpf's bookkeeping went astray (see _match_member): raw_spec may not be a path.
+        self.quirk = quirk
 
     def copy(self) -> Spec:
         return Spec(self.btf, self.root_type_id, self.relo_kind, list(self.raw_spec),
@@ -562,19 +576,24 @@ def spec_match(local: Spec, tb: BTF, targ_id: int) -> tuple[int, Spec]:
 # -- per-kind results --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class RelocResult:
+class RelocResult(Record):
     """bpf_core_relo_res: what the loader writes into the instruction."""
 
-    poison: bool
-    orig_val: int
-    new_val: int
-    validate: bool
-    orig_sz: int = 0
-    new_sz: int = 0
-    orig_type_id: int = 0
-    new_type_id: int = 0
-    fail_memsz_adjust: bool = False
+    __slots__ = ("poison", "orig_val", "new_val", "validate", "orig_sz", "new_sz",
+                 "orig_type_id", "new_type_id", "fail_memsz_adjust")
+
+    def __init__(self, *, poison: bool, orig_val: int, new_val: int, validate: bool,
+                 orig_sz: int = 0, new_sz: int = 0, orig_type_id: int = 0, new_type_id: int = 0,
+                 fail_memsz_adjust: bool = False) -> None:
+        self.poison = poison
+        self.orig_val = orig_val
+        self.new_val = new_val
+        self.validate = validate
+        self.orig_sz = orig_sz
+        self.new_sz = new_sz
+        self.orig_type_id = orig_type_id
+        self.new_type_id = new_type_id
+        self.fail_memsz_adjust = fail_memsz_adjust
 
 
 def _calc_field(kind: int, spec: Spec | None) -> tuple[int, int, int, bool]:
@@ -704,16 +723,21 @@ def calc_relo(kind: int, local: Spec, targ: Spec | None) -> RelocResult:
 # -- one relocation against one kernel ---------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class Outcome:
+class Outcome(Record):
     """What libbpf decides for one relocation against one target BTF."""
 
-    relo: CoreRelo
-    local: Spec | None  # None only when the access string does not parse
-    result: RelocResult | None  # None when libbpf refuses the relocation (see error)
-    error: str | None
-    matches: tuple[Spec, ...]  # every candidate spec that matched, in candidate order
-    candidates: tuple[int, ...] = ()  # the candidate list it was resolved against
+    __slots__ = ("relo", "local", "result", "error", "matches", "candidates")
+    __hash__ = None  # type: ignore[assignment]  # holds Specs, which are mutable
+
+    def __init__(self, *, relo: CoreRelo, local: Spec | None, result: RelocResult | None,
+                 error: str | None, matches: tuple[Spec, ...],
+                 candidates: tuple[int, ...] = ()) -> None:
+        self.relo = relo
+        self.local = local  # None only when the access string does not parse
+        self.result = result  # None when libbpf refuses the relocation (see error)
+        self.error = error
+        self.matches = matches  # every candidate spec that matched, in candidate order
+        self.candidates = candidates  # the candidate list it was resolved against
 
     @property
     def target(self) -> Spec | None:

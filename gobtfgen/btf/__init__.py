@@ -15,10 +15,17 @@ import struct
 import sys
 from array import array
 from bisect import bisect_left
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
 from itertools import compress
 from operator import itemgetter
+
+from gobtfgen.record import Record
+
+# `gobtfgen minimize` imports this module in every process: collections.abc (not the
+# _collections_abc os has loaded) costs it 2-4 ms. typing.TYPE_CHECKING without importing
+# typing (mypy reads this name).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Sequence
 
 MAGIC = 0xEB9F
 HEADER_LEN = 24
@@ -126,14 +133,17 @@ def essential_name(name: str) -> str:
     return name[:essential_name_len(name)]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Header:
-    little_endian: bool
-    hdr_len: int
-    type_off: int
-    type_len: int
-    str_off: int
-    str_len: int
+class Header(Record):
+    __slots__ = ("little_endian", "hdr_len", "type_off", "type_len", "str_off", "str_len")
+
+    def __init__(self, *, little_endian: bool, hdr_len: int, type_off: int, type_len: int,
+                 str_off: int, str_len: int) -> None:
+        self.little_endian = little_endian
+        self.hdr_len = hdr_len
+        self.type_off = type_off
+        self.type_len = type_len
+        self.str_off = str_off
+        self.str_len = str_len
 
 
 def parse_header(data: bytes | memoryview) -> Header:
@@ -168,8 +178,7 @@ def parse_header(data: bytes | memoryview) -> Header:
 NAMED_TYPE_KINDS = frozenset({INT, STRUCT, UNION, ENUM, FWD, TYPEDEF, FLOAT, TYPE_TAG, ENUM64})
 
 
-@dataclass(frozen=True)
-class TypeIndex:
+class TypeIndex(Record):
     """Where each record starts, and which records have a named type kind.
 
     offsets[id] is the word offset of type `id` in the type section (offsets[0] = 0 stands for
@@ -179,8 +188,14 @@ class TypeIndex:
     gobtfgen.btf.index keeps them on disk next to a cached kernel.
     """
 
-    offsets: Sequence[int]
-    named_at: Sequence[int]
+    __slots__ = ("offsets", "named_at")
+
+    def __init__(self, offsets: Sequence[int], named_at: Sequence[int]) -> None:
+        self.offsets = offsets
+        self.named_at = named_at
+
+    def __hash__(self) -> int:
+        return id(self)  # the sequences may be lists
 
 
 def index_types(words: Sequence[int]) -> TypeIndex:

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from _thread import allocate_lock  # threading.Lock without threading (1-3 ms to import)
 
 from gobtfgen.btf import BTF, BTFError, essential_name
+from gobtfgen.record import Record
+
+# `gobtfgen minimize` imports this module in every process: pathlib (with re and enum) and
+# collections.abc cost it 5-10 ms. typing.TYPE_CHECKING without importing typing (mypy reads
+# this name).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from os import PathLike
 
 EXT_MAGIC = 0xEB9F
 
@@ -42,14 +48,17 @@ RELO_KIND_NAMES = {
 }
 
 
-@dataclass(frozen=True, kw_only=True)
-class CoreRelo:
-    section: str  # ELF section of the program ("tracepoint/sched/sched_process_exec")
-    index: int  # index of the record within its section (libbpf's relo_idx)
-    insn_off: int  # byte offset of the instruction within the section
-    type_id: int  # local root type id in the object's BTF
-    access: str  # access string ("0:1:2")
-    kind: int
+class CoreRelo(Record):
+    __slots__ = ("section", "index", "insn_off", "type_id", "access", "kind")
+
+    def __init__(self, *, section: str, index: int, insn_off: int, type_id: int, access: str,
+                 kind: int) -> None:
+        self.section = section  # ELF section of the program ("tracepoint/sched/...")
+        self.index = index  # index of the record within its section (libbpf's relo_idx)
+        self.insn_off = insn_off  # byte offset of the instruction within the section
+        self.type_id = type_id  # local root type id in the object's BTF
+        self.access = access  # access string ("0:1:2")
+        self.kind = kind
 
 
 class ObjectError(ValueError):
@@ -107,18 +116,33 @@ def parse_core_relos(btf_ext: bytes, btf: BTF) -> list[CoreRelo]:
     return out
 
 
-@dataclass(frozen=True, kw_only=True)
-class ParsedObject:
-    path: Path
-    btf: BTF
-    relos: tuple[CoreRelo, ...]
-    little_endian: bool
-    machine: str
-    has_btf_ext: bool
-    symbols: tuple[tuple[str, int, str], ...] = field(default=())  # (section, value, function)
-    code: dict[str, bytes] = field(default_factory=dict)  # executable sections' bytes
-    # Essential names of the local types the relocations search candidates for.
-    core_names: frozenset[str] = frozenset()
+class ParsedObject(Record):
+    __slots__ = ("path", "btf", "relos", "little_endian", "machine", "has_btf_ext", "symbols",
+                 "code", "core_names")
+
+    def __init__(self, *, path: str | PathLike[str], btf: BTF, relos: tuple[CoreRelo, ...],
+                 little_endian: bool, machine: str, has_btf_ext: bool,
+                 symbols: tuple[tuple[str, int, str], ...] = (),
+                 code: dict[str, bytes] | None = None,
+                 core_names: frozenset[str] = frozenset()) -> None:
+        self.path = path
+        self.btf = btf
+        self.relos = relos
+        self.little_endian = little_endian
+        self.machine = machine
+        self.has_btf_ext = has_btf_ext
+        self.symbols = symbols  # (section, value, function)
+        self.code = {} if code is None else code  # executable sections' bytes
+        # Essential names of the local types the relocations search candidates for.
+        self.core_names = core_names
+
+    def __hash__(self) -> int:
+        return id(self)  # holds a dict and a BTF
+
+    @property
+    def name(self) -> str:
+        """The object's file name, for messages."""
+        return os.path.basename(os.fspath(self.path))
 
     def insn_class(self, section: str, insn_off: int) -> int | None:
         """BPF_CLASS of the instruction a relocation patches (BPF_LDX=1, BPF_ST=2, BPF_STX=3)."""
@@ -140,13 +164,14 @@ class ParsedObject:
 _SectionData = tuple[bytes, bytes | None, bool, str, list[tuple[str, int, str]], dict[str, bytes]]
 
 
-def read_sections(path: Path) -> _SectionData:
+def read_sections(path: str | PathLike[str]) -> _SectionData:
     """(.BTF, .BTF.ext or None, little endian, machine, function symbols, code) of a BPF ELF."""
     from gobtfgen.elf import SHF_EXECINSTR, SHT_PROGBITS, ELFFormatError
     from gobtfgen.elf import parse as parse_elf
 
     try:
-        elf = parse_elf(path.read_bytes())
+        with open(path, "rb") as f:
+            elf = parse_elf(f.read())
         btf_sec = elf.section(".BTF")
         if btf_sec is None:
             raise ObjectError(f"{path}: no .BTF section; compile with clang -g")
@@ -160,7 +185,7 @@ def read_sections(path: Path) -> _SectionData:
         raise ObjectError(f"{path}: not a readable ELF object ({exc})") from None
 
 
-def parse_object(path: Path) -> ParsedObject:
+def parse_object(path: str | PathLike[str]) -> ParsedObject:
     btf_data, ext_data, le, machine, funcs, code = read_sections(path)
     try:
         btf = BTF(btf_data)
@@ -184,19 +209,20 @@ class ObjectCache:
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, int, int], ParsedObject] = {}
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
-    def get(self, path: Path) -> ParsedObject:
+    def get(self, path: str | PathLike[str]) -> ParsedObject:
         st = os.stat(path)
-        key = (str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+        key = (os.path.realpath(path), st.st_mtime_ns, st.st_size)
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None:
             return hit
-        parsed = parse_object(Path(path))
+        parsed = parse_object(path)
         with self._lock:
             self._cache[key] = parsed
         return parsed
 
-    def get_all(self, paths: Sequence[Path]) -> list[ParsedObject]:
+    def get_all(self, paths: Sequence[str | PathLike[str]]) -> list[ParsedObject]:
         return [self.get(p) for p in paths]
+

@@ -132,6 +132,7 @@ def replay(argv: Sequence[str]) -> int | None:
     simple = parse_simple(argv)
     if simple is None:
         return None
+    from gobtfgen.fileio import write_atomic
     from gobtfgen.minimize import replay as kept
 
     inputs = kept.inputs(simple.input, simple.objects, simple.minimizer)
@@ -142,7 +143,7 @@ def replay(argv: Sequence[str]) -> int | None:
         return None
     out, skipped = hit
     try:
-        kept.write_atomic(simple.output, out)
+        write_atomic(simple.output, out)
     except OSError:
         return None  # the ordinary path reports it
     for i in skipped:

@@ -31,12 +31,8 @@ unmarked pointer targets as void, strings interned in first-use order, 24-byte h
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import ClassVar
 
 from gobtfgen import btf as B
 from gobtfgen.btf import BTF, BTFError, BTFWriter, TypeIndex, info_word
@@ -63,6 +59,16 @@ from gobtfgen.relocs import (
     skip_mods_and_typedefs,
     wanted_names,
 )
+
+# `gobtfgen minimize` imports this module in every process, cold: typing, pathlib,
+# collections.abc and contextlib cost it 5-10 ms. typing.TYPE_CHECKING without importing
+# typing (mypy reads this name).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from os import PathLike
+    from pathlib import Path
+    from typing import ClassVar
 
 
 class _Marks:
@@ -513,7 +519,7 @@ def _ref_positions(kind: int, vlen: int) -> list[int]:
 
 def _relo_where(obj: ParsedObject, out: Outcome) -> str:
     r = out.relo
-    return (f"{obj.path.name}: {r.section} relo #{r.index} "
+    return (f"{obj.name}: {r.section} relo #{r.index} "
             f"({obj.btf.name(r.type_id) if 0 < r.type_id < len(obj.btf) else r.type_id} "
             f"{r.access})")
 
@@ -639,7 +645,8 @@ def _verified(kernel: BTF, objects: Sequence[ParsedObject], marks: _Marks,
 
 
 def minimize_btf(kernel_data: bytes | memoryview, objects: Sequence[ParsedObject], *,
-                 compat: bool, verify: bool = False, index_file: Path | None = None) -> bytes:
+                 compat: bool, verify: bool = False,
+                 index_file: str | PathLike[str] | None = None) -> bytes:
     """The minimized BTF of one kernel blob for parsed objects.
 
     verify (python minimizer only): re-resolve every relocation against the output and
@@ -705,8 +712,10 @@ class _PythonMinimizer(Minimizer):
 
     def prepare(self, objects: Sequence[Path]) -> None:
         # Parsed once in the parent: pyelftools' import and the parse are then every worker's.
-        with contextlib.suppress(MinimizeError):
+        try:  # noqa: SIM105 (see the imports)
             self.parse_objects(objects)
+        except MinimizeError:
+            pass
 
     def parse_objects(self, objects: Sequence[Path]) -> list[ParsedObject]:
         try:
@@ -719,7 +728,8 @@ class _PythonMinimizer(Minimizer):
         parsed = self.parse_objects(objects)
         if data is None:
             try:
-                data = Path(kernel_btf).read_bytes()
+                with open(kernel_btf, "rb") as f:
+                    data = f.read()
             except OSError as exc:
                 raise MinimizeError(f"cannot read {kernel_btf}: {exc.strerror}") from None
         return minimize_btf(data, parsed, compat=self.compat, verify=self.verify,
@@ -738,3 +748,4 @@ class PythonMinimizer(_PythonMinimizer):
 
     name: ClassVar[str] = "python"
     compat = False
+

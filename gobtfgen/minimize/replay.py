@@ -39,6 +39,7 @@ import time
 
 from gobtfgen import __version__, coresig, elf
 from gobtfgen.coresig import sha256
+from gobtfgen.fileio import write_atomic
 from gobtfgen.minimize import BUILTIN_VERSION
 
 # typing.TYPE_CHECKING without importing typing, 10-15 ms of a replay (mypy reads this name);
@@ -140,32 +141,6 @@ def _stat_path(root: str, kernel: str) -> str:
 
 def _res_path(root: str, key: str) -> str:
     return os.path.join(root, SUBDIR, key + RES_SUFFIX)
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """gobtfgen.cache.atomic_write with os alone (tempfile costs a replay 2 ms to import): a
-    temp name in the same directory, renamed; the file's mode is what open() gives."""
-    parent = os.path.dirname(path) or "."
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.{os.getpid()}."
-                               f"{os.urandom(4).hex()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-    try:
-        fd = os.open(tmp, flags, 0o666)
-    except FileNotFoundError:
-        os.makedirs(parent, exist_ok=True)
-        fd = os.open(tmp, flags, 0o666)
-    try:
-        with open(fd, "wb", buffering=0) as f:
-            view = memoryview(data)
-            while view:
-                view = view[f.write(view) or 0:]
-        os.replace(tmp, path)
-    except BaseException:
-        try:  # noqa: SIM105 (contextlib costs a replay 1-2 ms to import)
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # -- the kernel's hash, remembered by its stat -------------------------------------------------
