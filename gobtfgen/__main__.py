@@ -12,9 +12,9 @@ import sys
 
 def main() -> int:
     try:
-        from gobtfgen.commands.minimize_fast import replay
+        from gobtfgen.commands.minimize_fast import serve
 
-        status = replay(sys.argv[1:])
+        status = serve(sys.argv[1:])
         if status is not None:
             return status
         from gobtfgen.cli import main as cli_main

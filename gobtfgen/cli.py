@@ -42,16 +42,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, replay: bool = True) -> int:
-    """replay=False: the caller (gobtfgen.__main__) has already tried to serve a repeated
-    minimize from its kept result."""
+    """replay=False: the caller (gobtfgen.__main__) has already tried minimize's fast path
+    (gobtfgen.commands.minimize_fast.serve), or wants the ordinary one."""
     try:
         # SIGTERM (CI cancelling a job) takes the same clean path as Ctrl-C.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         argv = list(sys.argv[1:] if argv is None else argv)
         if replay:
-            from gobtfgen.commands.minimize_fast import replay as replay_kept
+            from gobtfgen.commands.minimize_fast import serve
 
-            status = replay_kept(argv)
+            status = serve(argv)
             if status is not None:
                 return status
         # Global options take no values, so the first word that is not an option is the command.

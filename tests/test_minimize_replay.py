@@ -36,11 +36,12 @@ def kernel(tmp_path: Path) -> Path:
 
 def fresh(tmp_path: Path, kernel: Path, objects: list[Path], name: str,
           monkeypatch: pytest.MonkeyPatch) -> bytes:
-    """What a run with no cache at all writes."""
+    """What the ordinary path (argparse, gobtfgen.commands.minimize) writes with no cache."""
     with monkeypatch.context() as m:
         m.setenv("GOBTFGEN_CACHE_DIR", "")
         out = tmp_path / f"{name}.fresh.btf"
-        assert cli.main(["minimize", str(kernel), str(out), *map(str, objects)]) == 0
+        assert cli.main(["minimize", str(kernel), str(out), *map(str, objects)],
+                        replay=False) == 0
     return out.read_bytes()
 
 
@@ -284,3 +285,37 @@ def fresh_bytes(kernel: Path, obj: Path, tmp_path: Path) -> bytes:
     subprocess.run([sys.executable, "-m", "gobtfgen", "minimize", str(kernel), str(out),
                     str(obj)], env=env, check=True, capture_output=True)
     return out.read_bytes()
+
+
+def test_a_cold_run_imports_only_the_minimizer(tmp_path: Path, kernel: Path,
+                                               bpf_objects: dict[str, Path]) -> None:
+    """A first run on a raw kernel BTF (empty cache) goes the fast path too: the same bytes
+    as the ordinary path, its index and kept result written, and none of the CLI's imports."""
+    cache = tmp_path / "cache"
+    objs = [bpf_objects["tracer"], bpf_objects["fields"]]
+    env = {**os.environ, "GOBTFGEN_CACHE_DIR": str(cache), "PYTHONPATH": str(REPO)}
+    for minimizer in ("python", "python-compat"):
+        out = tmp_path / f"{minimizer}.btf"
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "gobtfgen",
+                               *argv(kernel, out, objs, "--minimizer", minimizer)],
+                              env=env, check=True, capture_output=True, text=True)
+        imported = {row.split("|")[-1].strip() for row in proc.stderr.splitlines()
+                    if row.startswith("import time:")}
+        assert "gobtfgen.minimize.python" in imported
+        for heavy in ("gobtfgen.cli", "argparse", "dataclasses", "typing", "pathlib",
+                      "tempfile", "gobtfgen.cache", "gobtfgen.archive", "gobtfgen.errors",
+                      "subprocess", "json", "re"):
+            assert heavy not in imported, (minimizer, heavy)
+        ordinary = tmp_path / f"{minimizer}.ordinary.btf"
+        assert cli.main(argv(kernel, ordinary, objs, "--minimizer", minimizer),
+                        replay=False) == 0
+        assert out.read_bytes() == ordinary.read_bytes(), minimizer
+    assert len(entries(cache, kept.RES_SUFFIX)) == 2
+    assert len(list((cache / "raw").glob("*.idx"))) == 1
+
+
+def test_the_fast_path_keeps_the_index_where_the_cache_does(tmp_path: Path) -> None:
+    from gobtfgen.cache import Cache
+
+    sha = "ab" * 32
+    assert kept.index_path(str(tmp_path), sha) == str(Cache(tmp_path).index_path(sha))

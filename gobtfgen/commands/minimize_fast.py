@@ -4,9 +4,10 @@ A drop-in for `bpftool gen min_core_btf` is run once per kernel, often by a Make
 it again with the same inputs, and bpftool's whole process takes about as long as Python's
 start. So before anything else is imported, the console script and `python -m gobtfgen` read
 the common forms of the command line here and, when a result for the same inputs is kept
-(gobtfgen.minimize.replay), write it and exit. Anything else (another command, --help, -B,
---minimizer bpftool, an option this does not know, no kept result) returns None and takes the
-ordinary path through argparse, which also reports every error.
+(gobtfgen.minimize.replay), write it and exit; else a raw kernel BTF is minimized here with
+only the minimizer's modules imported (run_plain). Anything else (another command, --help,
+-B, --minimizer bpftool, an option this does not know, a .btf.tar.xz, any failure) returns
+None and takes the ordinary path through argparse, which also reports every error.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from gobtfgen.minimize.replay import Inputs
 
 _BPFTOOL_NOOP_FLAGS = (("-j", "--json"), ("-p", "--pretty"), ("-l", "--legacy"),
                        ("-L", "--use-loader"), ("-m", "--mapcompat"), ("-n", "--nomount"),
@@ -127,20 +130,34 @@ def skipped_note(path: str) -> str:
             "kernel BTF, skipped")
 
 
+def serve(argv: Sequence[str]) -> int | None:
+    """Exit status of a plain minimize, served from a kept result or run here (run_plain), or
+    None when the ordinary path must take it."""
+    return _serve(argv, run=True)
+
+
 def replay(argv: Sequence[str]) -> int | None:
-    """Exit status of a command served from a kept result, or None to run it."""
+    """Exit status of a plain minimize served from a kept result, or None."""
+    return _serve(argv, run=False)
+
+
+def _serve(argv: Sequence[str], *, run: bool) -> int | None:
     simple = parse_simple(argv)
     if simple is None:
         return None
+    import _signal  # signal without enum: SIGTERM takes Ctrl-C's clean path, as in cli.main
+
+    _signal.signal(_signal.SIGTERM, _signal.default_int_handler)
     from gobtfgen.fileio import write_atomic
     from gobtfgen.minimize import replay as kept
 
-    inputs = kept.inputs(simple.input, simple.objects, simple.minimizer)
-    if inputs is None:
-        return None
-    hit = kept.lookup(inputs)
+    digests = kept.object_digests(simple.objects)
+    if digests is None:
+        return None  # an object the ordinary path reports
+    inputs = kept.inputs(simple.input, simple.objects, simple.minimizer, digests)
+    hit = kept.lookup(inputs) if inputs is not None else None
     if hit is None:
-        return None
+        return run_plain(simple, digests, inputs) if run else None
     out, skipped = hit
     try:
         write_atomic(simple.output, out)
@@ -148,4 +165,64 @@ def replay(argv: Sequence[str]) -> int | None:
         return None  # the ordinary path reports it
     for i in skipped:
         print(skipped_note(simple.objects[i]), file=sys.stderr)
+    return 0
+
+
+_SUFFIX = ".btf.tar.xz"  # gobtfgen.archive.SUFFIX (archive imports lzma and tarfile)
+
+
+def run_plain(simple: Simple, digests: list[str], inputs: Inputs | None) -> int | None:
+    """gobtfgen.commands.minimize.run for a raw kernel BTF and the built-in minimizers, with
+    only the minimizer's own modules imported (argparse, the CLI, tempfile, the cache module
+    and the error types cost a cold command 30-60 ms). The same steps, the same output file:
+    anything that is not a success (a bad object, a damaged kernel, a relocation the
+    minimizer refuses, an unwritable output) returns None before anything is printed or
+    written, and the ordinary path runs the command again and reports it in its words.
+    A .btf.tar.xz goes the ordinary way (xz is most of its time). digests: the objects'
+    (replay.object_digests); inputs: where the result is kept, None without a cache."""
+    from gobtfgen.fileio import write_atomic
+    from gobtfgen.minimize import replay as kept
+
+    if simple.input.endswith(_SUFFIX) or not kept.is_regular(simple.input):
+        return None
+    skipped = [i for i, d in enumerate(digests) if d == kept.SKIPPED]
+    used = [o for i, o in enumerate(simple.objects) if i not in skipped]
+    if inputs is not None and inputs.kernel_data is not None and inputs.kernel_sha:
+        btf, kernel_sha = inputs.kernel_data, inputs.kernel_sha  # what the lookup read
+    else:
+        try:
+            with open(simple.input, "rb") as f:
+                btf = f.read()
+        except OSError:
+            return None
+        kernel_sha = kept.file_sha256(btf)
+    from gobtfgen.btf import BTFError, BTFWriter, parse_header
+
+    try:
+        little = parse_header(btf).little_endian  # archive.check_btf's checks, and more
+    except BTFError:
+        return None
+    if not used:
+        out = BTFWriter().to_bytes()  # bpftool's output for objects without relocations
+    else:
+        from gobtfgen.minimize import MinimizeError
+        from gobtfgen.minimize.python import PythonCompatMinimizer, PythonMinimizer
+
+        cls = PythonCompatMinimizer if simple.minimizer == "python-compat" else PythonMinimizer
+        minimizer = cls()
+        try:
+            if any(o.little_endian != little for o in minimizer.parse_objects(used)):
+                return None  # the ordinary path names the object and the fix
+            index = kept.index_path(inputs.root, kernel_sha) if inputs is not None else None
+            out = minimizer.minimize(simple.input, used, data=btf, index=index)
+        except MinimizeError:
+            return None
+    try:
+        write_atomic(simple.output, out)
+    except OSError:
+        return None
+    for i in skipped:
+        print(skipped_note(simple.objects[i]), file=sys.stderr)
+    if inputs is not None:
+        kept.store(inputs, kernel_sha, out, skipped)
     return 0

@@ -55,6 +55,7 @@ RACY_NS = 2_000_000_000  # coarsest common timestamp granularity (FAT: 2 s) plus
 _RES_MAGIC = b"GBTFMR\0\1"
 _STAT_MAGIC = "gobtfgen-minimize-stat 1"
 _REPLAYED = ("python", "python-compat")
+SKIPPED = "skipped"  # the digest of an object without CO-RE relocations: the command skips it
 
 
 def cache_root() -> str | None:
@@ -90,7 +91,7 @@ def object_digest(data: bytes) -> str | None:
         return None
     ext = e.section(".BTF.ext")
     if ext is None:
-        return "skipped"
+        return SKIPPED
     try:
         count, signature = coresig.core_signature(e.section_data(btf), e.section_data(ext),
                                                   little=e.little_endian, what="object")
@@ -100,13 +101,15 @@ def object_digest(data: bytes) -> str | None:
 
 
 def signature_digest(core_relocations: int, signature: str) -> str:
-    return f"{core_relocations} {signature}" if core_relocations else "skipped"
+    return f"{core_relocations} {signature}" if core_relocations else SKIPPED
 
 
 def object_digests(paths: Sequence[str]) -> list[str] | None:
     out = []
     for path in paths:
         try:
+            if not is_regular(path):
+                return None  # the command says "no such object file"
             with open(path, "rb") as f:
                 digest = object_digest(f.read())
         except OSError:
@@ -115,6 +118,14 @@ def object_digests(paths: Sequence[str]) -> list[str] | None:
             return None
         out.append(digest)
     return out
+
+
+def is_regular(path: str) -> bool:
+    """pathlib's is_file(), which the command checks its inputs with (a FIFO is not read)."""
+    try:
+        return (os.stat(path).st_mode & 0o170000) == 0o100000
+    except (OSError, ValueError):
+        return False
 
 
 def file_sha256(data: bytes) -> str:
@@ -128,6 +139,13 @@ def _key(kernel_sha: str, digests: Sequence[str], ident: str) -> str:
     for part in (kernel_sha, ident, *digests):
         h.update(part.encode() + b"\0")
     return h.hexdigest()
+
+
+def index_path(root: str, raw_sha: str) -> str:
+    """gobtfgen.cache.Cache(root).index_path(raw_sha), without importing the cache module
+    (json, tempfile, hashlib): where generate's cache keeps a kernel's type index
+    (tests/test_minimize_replay.py holds the two to the same path)."""
+    return os.path.join(root, "raw", f"{raw_sha}.idx")
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -217,6 +235,10 @@ class Inputs:
         self.st = st
         self.recorded_ns = recorded_ns
         self.digests = digests
+        # Set by lookup() when it had to read and hash the kernel: a run that follows a miss
+        # takes them from here instead of reading the file again.
+        self.kernel_sha: str | None = None
+        self.kernel_data: bytes | None = None
 
 
 def inputs(kernel: str, objects: Sequence[str], minimizer: str,
@@ -250,9 +272,10 @@ def lookup(inp: Inputs) -> tuple[bytes, list[int]] | None:
     if sha is None:
         try:
             with open(inp.kernel, "rb") as f:
-                sha = file_sha256(f.read())
+                inp.kernel_data = f.read()
         except OSError:
             return None
+        sha = inp.kernel_sha = file_sha256(inp.kernel_data)
     path = _res_path(inp.root, _key(sha, inp.digests, inp.ident))
     try:
         with open(path, "rb") as f:
