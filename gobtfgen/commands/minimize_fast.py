@@ -145,8 +145,9 @@ def _serve(argv: Sequence[str], *, run: bool) -> int | None:
     simple = parse_simple(argv)
     if simple is None:
         return None
-    import _signal  # signal without enum: SIGTERM takes Ctrl-C's clean path, as in cli.main
+    import _signal  # type: ignore[import-not-found,unused-ignore]  # signal without enum
 
+    # SIGTERM takes Ctrl-C's clean path, as in cli.main.
     _signal.signal(_signal.SIGTERM, _signal.default_int_handler)
     from gobtfgen.fileio import write_atomic
     from gobtfgen.minimize import replay as kept

@@ -717,14 +717,15 @@ class _PythonMinimizer(Minimizer):
         except MinimizeError:
             pass
 
-    def parse_objects(self, objects: Sequence[Path]) -> list[ParsedObject]:
+    def parse_objects(self, objects: Sequence[str | PathLike[str]]) -> list[ParsedObject]:
         try:
             return self._objects.get_all(objects)
         except (ObjectError, OSError) as exc:
             raise MinimizeError(str(exc)) from None
 
-    def minimize(self, kernel_btf: Path, objects: Sequence[Path], *,
-                 data: bytes | None = None, index: Path | None = None) -> bytes:
+    def minimize(self, kernel_btf: str | PathLike[str], objects: Sequence[str | PathLike[str]],
+                 *, data: bytes | None = None,
+                 index: str | PathLike[str] | None = None) -> bytes:
         parsed = self.parse_objects(objects)
         if data is None:
             try:
