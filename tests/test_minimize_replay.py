@@ -53,13 +53,21 @@ def entries(cache: Path, suffix: str) -> list[Path]:
     return sorted((cache / "minimize").glob(f"*{suffix}"))
 
 
-def trust_stat_record(cache: Path) -> None:
-    """Rewrite the one .stat record as if it had been taken long after the file's last change
-    (a test cannot wait out RACY_NS)."""
-    (record,) = entries(cache, kept.STAT_SUFFIX)
-    fields = record.read_text().split(" ", 9)
-    fields[7] = str(int(fields[6]) + kept.RACY_NS + 1)
-    record.write_text(" ".join(fields))
+def stat_record(cache: Path, kind: str) -> Path:
+    """The one .stat record of this kind ("kernel" or "object")."""
+    (record,) = [p for p in entries(cache, kept.STAT_SUFFIX)
+                 if p.read_text().split(" ")[2] == kind]
+    return record
+
+
+def trust_stat_records(cache: Path) -> None:
+    """Rewrite the .stat records as if taken long after their files' last change (a test
+    cannot wait out RACY_NS). Fields: magic, version, kind, dev, ino, size, mtime, ctime,
+    recorded, value, path."""
+    for record in entries(cache, kept.STAT_SUFFIX):
+        fields = record.read_text().split(" ", 10)
+        fields[8] = str(int(fields[7]) + kept.RACY_NS + 1)
+        record.write_text(" ".join(fields))
 
 
 def test_repeated_run_is_replayed_byte_for_byte(tmp_path: Path, kernel: Path,
@@ -114,12 +122,12 @@ def test_a_changed_kernel_of_the_same_size_is_not_served(tmp_path: Path, kernel:
 
     # The worst case made certain: a record claiming the file's current stat with the old
     # kernel's hash, taken within RACY_NS of the file's change, is not trusted.
-    (record,) = entries(cache, kept.STAT_SUFFIX)
-    fields = record.read_text().split(" ", 9)
+    record = stat_record(cache, "kernel")
+    fields = record.read_text().split(" ", 10)
     st = kernel.stat()
-    fields[2:8] = map(str, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+    fields[3:9] = map(str, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
                             st.st_ctime_ns + kept.RACY_NS // 2))
-    fields[8] = kept.file_sha256(data)
+    fields[9] = kept.file_sha256(data)
     record.write_text(" ".join(fields))
     assert replay(argv(kernel, tmp_path / "c.btf", objs)) == 0
     assert (tmp_path / "c.btf").read_bytes() == want_new
@@ -143,7 +151,7 @@ def test_a_trusted_stat_record_skips_reading_the_kernel(tmp_path: Path, kernel: 
         m.setattr(kept, "file_sha256", no_hashing)
         with pytest.raises(AssertionError, match="hashed again"):
             replay(argv(kernel, tmp_path / "b.btf", objs))
-    trust_stat_record(cache)
+    trust_stat_records(cache)
     with monkeypatch.context() as m:
         m.setattr(kept, "file_sha256", no_hashing)
         assert replay(argv(kernel, tmp_path / "b.btf", objs)) == 0
@@ -199,12 +207,13 @@ def test_damaged_entries_are_ignored_and_rewritten(tmp_path: Path, kernel: Path,
         assert cli.main(argv(kernel, tmp_path / f"{name}.btf", objs)) == 0
         assert (tmp_path / f"{name}.btf").read_bytes() == want, name
         assert res.read_bytes() == good, name
-    (record,) = entries(cache, kept.STAT_SUFFIX)
-    record.write_text("gobtfgen-minimize-stat 1 garbage")
-    assert replay(argv(kernel, tmp_path / "stat.btf", objs)) == 0  # hashed, then recorded
-    assert (tmp_path / "stat.btf").read_bytes() == want
-    assert record.read_text().startswith("gobtfgen-minimize-stat 1 ")
-    assert len(record.read_text().split(" ")) == 10
+    for kind in ("kernel", "object"):
+        record = stat_record(cache, kind)
+        record.write_text("gobtfgen-minimize-stat 2 garbage")
+        assert replay(argv(kernel, tmp_path / f"stat-{kind}.btf", objs)) == 0  # read again
+        assert (tmp_path / f"stat-{kind}.btf").read_bytes() == want
+        assert record.read_text().startswith(f"gobtfgen-minimize-stat 2 {kind} ")
+        assert len(record.read_text().split(" ")) == 11
     assert not list((cache / "minimize").glob(".*"))  # no temp file left behind
 
 
@@ -267,7 +276,7 @@ def test_a_replay_imports_only_what_it_needs(tmp_path: Path, kernel: Path,
     line = [sys.executable, "-X", "importtime", "-m", "gobtfgen",
             *argv(kernel, tmp_path / "a.btf", [probe_objects["base"]])]
     subprocess.run(line, env=env, check=True, capture_output=True)
-    trust_stat_record(cache)
+    trust_stat_records(cache)
     proc = subprocess.run(line, env=env, check=True, capture_output=True, text=True)
     imported = {row.split("|")[-1].strip() for row in proc.stderr.splitlines()
                 if row.startswith("import time:")}

@@ -152,7 +152,8 @@ def _serve(argv: Sequence[str], *, run: bool) -> int | None:
     from gobtfgen.fileio import write_atomic
     from gobtfgen.minimize import replay as kept
 
-    digests = kept.object_digests(simple.objects)
+    root = kept.cache_root()
+    digests = kept.object_digests(simple.objects, root)
     if digests is None:
         return None  # an object the ordinary path reports
     inputs = kept.inputs(simple.input, simple.objects, simple.minimizer, digests)

@@ -8,8 +8,10 @@ answer, and a repeated command reads it back with nothing imported but os and a 
   <cache>/minimize/<key>.res     one result: the minimized BTF and which objects were skipped
                                  (no CO-RE relocations); key = sha256 hex of what decides the
                                  output (below)
-  <cache>/minimize/<path>.stat   one kernel file: its stat identity when its content was
-                                 hashed, and that hash; path = sha256 hex of its absolute path
+  <cache>/minimize/<path>.stat   one input file (the kernel, or an object): its stat identity
+                                 when it was read, and what was computed from it (the kernel's
+                                 sha256, the object's CO-RE digest); path = sha256 hex of
+                                 "kernel" or "object", a NUL and the file's absolute path
 
 What decides the output, all in the key:
 - the kernel: sha256 of the INPUT file as given (raw BTF or .btf.tar.xz). Reading and hashing
@@ -18,10 +20,11 @@ What decides the output, all in the key:
   system call sets back. Timestamps are coarse (a clock tick, a second on some filesystems),
   so a file changed twice within one tick can keep its identity: as git does for "racy"
   index entries, an identity recorded less than RACY_NS after the file's ctime is not
-  trusted, and the file is hashed again (and recorded again once it is old enough).
+  trusted, and the file is read again (and recorded again once it is old enough).
 - the objects, in order: per object its CO-RE signature (gobtfgen.coresig: the relocations
   and the local types they name, canonical; what generate's cache is keyed by), so a code-only
-  edit keeps the entry; "skipped" for an object without CO-RE relocations;
+  edit keeps the entry; "skipped" for an object without CO-RE relocations. Computing it costs
+  a millisecond per object, so `.stat` remembers it the same way.
 - the minimizer (python or python-compat, with the built-in version), gobtfgen's version and
   GOBTFGEN_VERIFY.
 Only successful runs are kept: a failing one runs again and reports itself. -B, .ko inputs and
@@ -34,10 +37,9 @@ covers both.
 from __future__ import annotations
 
 import os
-import struct
 import time
 
-from gobtfgen import __version__, coresig, elf
+from gobtfgen import __version__
 from gobtfgen.coresig import sha256
 from gobtfgen.fileio import write_atomic
 from gobtfgen.minimize import BUILTIN_VERSION
@@ -53,7 +55,7 @@ RES_SUFFIX = ".res"
 STAT_SUFFIX = ".stat"
 RACY_NS = 2_000_000_000  # coarsest common timestamp granularity (FAT: 2 s) plus margin
 _RES_MAGIC = b"GBTFMR\0\1"
-_STAT_MAGIC = "gobtfgen-minimize-stat 1"
+_STAT_MAGIC = "gobtfgen-minimize-stat 2"
 _REPLAYED = ("python", "python-compat")
 SKIPPED = "skipped"  # the digest of an object without CO-RE relocations: the command skips it
 
@@ -77,11 +79,37 @@ def identity(minimizer: str) -> str | None:
     return f"{minimizer} {BUILTIN_VERSION} gobtfgen {__version__} verify={int(verify)}"
 
 
+def index_path(root: str, raw_sha: str) -> str:
+    """gobtfgen.cache.Cache(root).index_path(raw_sha), without importing the cache module
+    (json, tempfile, hashlib): where generate's cache keeps a kernel's type index
+    (tests/test_minimize_replay.py holds the two to the same path)."""
+    return os.path.join(root, "raw", f"{raw_sha}.idx")
+
+
+def is_regular(path: str) -> bool:
+    """pathlib's is_file(), which the command checks its inputs with (a FIFO is not read)."""
+    try:
+        return (os.stat(path).st_mode & 0o170000) == 0o100000
+    except (OSError, ValueError):
+        return False
+
+
+def file_sha256(data: bytes) -> str:
+    import hashlib  # OpenSSL's SHA-256: 3-5x CPython's own on a kernel's megabytes
+
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- objects -----------------------------------------------------------------------------------
+
+
 def object_digest(data: bytes) -> str | None:
     """What of a BPF object decides the output: "skipped" for one without CO-RE relocations
     (the command skips it with a note), else its CO-RE signature (gobtfgen.coresig, what
     generate's cache is keyed by). None when it is not a BPF object the command would read
     (the command then reports why)."""
+    from gobtfgen import coresig, elf
+
     try:
         e = elf.parse(data)
     except elf.ELFFormatError:
@@ -101,37 +129,84 @@ def object_digest(data: bytes) -> str | None:
 
 
 def signature_digest(core_relocations: int, signature: str) -> str:
-    return f"{core_relocations} {signature}" if core_relocations else SKIPPED
+    """object_digest from what gobtfgen.objects.read_object computed."""
+    return f"{core_relocations}:{signature}" if core_relocations else SKIPPED
 
 
-def object_digests(paths: Sequence[str]) -> list[str] | None:
+def object_digests(paths: Sequence[str], root: str | None = None) -> list[str] | None:
+    """Each object's object_digest, in order; None when one is not a regular file or not a BPF
+    object. root: the cache, whose .stat records spare reading an object seen before."""
     out = []
     for path in paths:
+        recorded_ns = time.time_ns()
         try:
-            if not is_regular(path):
-                return None  # the command says "no such object file"
-            with open(path, "rb") as f:
-                digest = object_digest(f.read())
-        except OSError:
+            st = os.stat(path)
+        except (OSError, ValueError):
             return None
+        if (st.st_mode & 0o170000) != 0o100000:
+            return None  # the command says "no such object file"
+        digest = _recall(root, "object", path, st) if root is not None else None
         if digest is None:
-            return None
+            try:
+                with open(path, "rb") as f:
+                    digest = object_digest(f.read())
+            except OSError:
+                return None
+            if digest is None:
+                return None
+            if root is not None:
+                _remember(root, "object", path, st, recorded_ns, digest)
         out.append(digest)
     return out
 
 
-def is_regular(path: str) -> bool:
-    """pathlib's is_file(), which the command checks its inputs with (a FIFO is not read)."""
+# -- what was computed from a file, remembered by its stat -------------------------------------
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _stat_path(root: str, kind: str, path: str) -> str:
+    name = sha256(f"{kind}\0{os.path.abspath(path)}".encode()).hexdigest()
+    return os.path.join(root, SUBDIR, name + STAT_SUFFIX)
+
+
+def _recall(root: str, kind: str, path: str, st: os.stat_result) -> str | None:
+    """The value recorded for the file at path, when the record is this file as it is now and
+    was taken long enough after its last change to be trusted."""
     try:
-        return (os.stat(path).st_mode & 0o170000) == 0o100000
+        with open(_stat_path(root, kind, path), encoding="utf-8") as f:
+            fields = f.read().split(" ", 10)
     except (OSError, ValueError):
-        return False
+        return None
+    if len(fields) != 11 or " ".join(fields[:2]) != _STAT_MAGIC or fields[2] != kind:
+        return None
+    try:
+        stamp = tuple(int(x) for x in fields[3:8])
+        recorded = int(fields[8])
+    except ValueError:
+        return None
+    if stamp != _stamp(st) or fields[10] != os.path.abspath(path) + "\n":
+        return None
+    if stamp[4] + RACY_NS > recorded:
+        return None  # racy: the file may have changed again within its timestamp's tick
+    return fields[9]
 
 
-def file_sha256(data: bytes) -> str:
-    import hashlib  # OpenSSL's SHA-256: 3-5x CPython's own on a kernel's megabytes
+def _remember(root: str, kind: str, path: str, st: os.stat_result, recorded_ns: int,
+              value: str) -> None:
+    """Record that the file at path, with stat st taken at recorded_ns (before it was read),
+    gives value. Best effort, like every cache write."""
+    line = " ".join([_STAT_MAGIC, kind, *map(str, _stamp(st)), str(recorded_ns), value,
+                     os.path.abspath(path)]) + "\n"
+    try:  # noqa: SIM105 (contextlib costs a replay 1-2 ms to import)
+        write_atomic(_stat_path(root, kind, path), line.encode())
+    except OSError:
+        pass
 
-    return hashlib.sha256(data).hexdigest()
+
+# -- result entries ----------------------------------------------------------------------------
 
 
 def _key(kernel_sha: str, digests: Sequence[str], ident: str) -> str:
@@ -141,69 +216,13 @@ def _key(kernel_sha: str, digests: Sequence[str], ident: str) -> str:
     return h.hexdigest()
 
 
-def index_path(root: str, raw_sha: str) -> str:
-    """gobtfgen.cache.Cache(root).index_path(raw_sha), without importing the cache module
-    (json, tempfile, hashlib): where generate's cache keeps a kernel's type index
-    (tests/test_minimize_replay.py holds the two to the same path)."""
-    return os.path.join(root, "raw", f"{raw_sha}.idx")
-
-
-def _stamp(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
-
-def _stat_path(root: str, kernel: str) -> str:
-    name = sha256(os.path.abspath(kernel).encode()).hexdigest()
-    return os.path.join(root, SUBDIR, name + STAT_SUFFIX)
-
-
 def _res_path(root: str, key: str) -> str:
     return os.path.join(root, SUBDIR, key + RES_SUFFIX)
 
 
-# -- the kernel's hash, remembered by its stat -------------------------------------------------
-
-
-def _known_sha(root: str, kernel: str, st: os.stat_result) -> str | None:
-    """The kernel file's sha256 from its .stat record, when the record is this file as it is
-    now and was taken long enough after its last change to be trusted."""
-    try:
-        with open(_stat_path(root, kernel), encoding="utf-8") as f:
-            fields = f.read().split(" ", 9)
-    except (OSError, ValueError):
-        return None
-    if len(fields) != 10 or " ".join(fields[:2]) != _STAT_MAGIC:
-        return None
-    try:
-        dev, ino, size, mtime, ctime, recorded = (int(x) for x in fields[2:8])
-    except ValueError:
-        return None
-    sha, path = fields[8], fields[9]
-    if (dev, ino, size, mtime, ctime) != _stamp(st) or path != os.path.abspath(kernel) + "\n":
-        return None
-    if ctime + RACY_NS > recorded or len(sha) != 64:
-        return None  # racy: the file may have changed again within its timestamp's tick
-    return sha
-
-
-def record_kernel(root: str, kernel: str, st: os.stat_result, recorded_ns: int,
-                  sha: str) -> None:
-    """Remember that the kernel file, with stat st taken at recorded_ns (before its bytes
-    were read), hashes to sha. Best effort, like every cache write."""
-    line = " ".join([_STAT_MAGIC, *map(str, _stamp(st)), str(recorded_ns), sha,
-                     os.path.abspath(kernel)]) + "\n"
-    try:  # noqa: SIM105 (as above)
-        write_atomic(_stat_path(root, kernel), line.encode())
-    except OSError:
-        pass
-
-
-# -- result entries ----------------------------------------------------------------------------
-
-
 def _encode(key: str, out: bytes, skipped: Sequence[int]) -> bytes:
-    body = (bytes.fromhex(key) + struct.pack(f"<I{len(skipped)}I", len(skipped), *skipped)
-            + out)
+    body = b"".join([bytes.fromhex(key), len(skipped).to_bytes(4, "little"),
+                     *(i.to_bytes(4, "little") for i in skipped), out])
     return _RES_MAGIC + sha256(body).digest() + body
 
 
@@ -214,17 +233,17 @@ def _decode(key: str, blob: bytes, n_objects: int) -> tuple[bytes, list[int]] | 
         return None
     if body[:32] != bytes.fromhex(key) or len(body) < 36:
         return None
-    (count,) = struct.unpack_from("<I", body, 32)
+    count = int.from_bytes(body[32:36], "little")
     if 36 + 4 * count > len(body):
         return None
-    skipped = list(struct.unpack_from(f"<{count}I", body, 36))
+    skipped = [int.from_bytes(body[at:at + 4], "little") for at in range(36, 36 + 4 * count, 4)]
     if any(i >= n_objects for i in skipped):
         return None
     return body[36 + 4 * count:], skipped
 
 
 class Inputs:
-    """What a run's entry is keyed by, taken before the run reads its inputs."""
+    """What a run's entry is keyed by, taken before the run reads its kernel."""
 
     def __init__(self, root: str, kernel: str, objects: Sequence[str], ident: str,
                  st: os.stat_result, recorded_ns: int, digests: list[str]) -> None:
@@ -245,12 +264,16 @@ def inputs(kernel: str, objects: Sequence[str], minimizer: str,
            digests: list[str] | None = None) -> Inputs | None:
     """The key material of a run about to read its kernel; None when it is not replayable
     (no cache, a minimizer that is not replayed, an input that is not a regular file or not a
-    BPF object: the run then reports it). digests: the objects' (signature_digest), when the
-    caller has read them already."""
+    BPF object: the run then reports it). digests: the objects' (object_digests), when the
+    caller has them already."""
     root = cache_root()
     ident = identity(minimizer)
     if root is None or ident is None:
         return None
+    if digests is None:
+        digests = object_digests(objects, root)
+        if digests is None:
+            return None
     recorded_ns = time.time_ns()
     try:
         st = os.stat(kernel)
@@ -258,16 +281,12 @@ def inputs(kernel: str, objects: Sequence[str], minimizer: str,
         return None
     if (st.st_mode & 0o170000) != 0o100000:
         return None
-    if digests is None:
-        digests = object_digests(objects)
-        if digests is None:
-            return None
     return Inputs(root, kernel, objects, ident, st, recorded_ns, digests)
 
 
 def lookup(inp: Inputs) -> tuple[bytes, list[int]] | None:
     """(minimized BTF, indexes of skipped objects) kept for these inputs, or None."""
-    sha = _known_sha(inp.root, inp.kernel, inp.st)
+    sha = _recall(inp.root, "kernel", inp.kernel, inp.st)
     rehashed = sha is None
     if sha is None:
         try:
@@ -276,13 +295,14 @@ def lookup(inp: Inputs) -> tuple[bytes, list[int]] | None:
         except OSError:
             return None
         sha = inp.kernel_sha = file_sha256(inp.kernel_data)
-    path = _res_path(inp.root, _key(sha, inp.digests, inp.ident))
+    key = _key(sha, inp.digests, inp.ident)
+    path = _res_path(inp.root, key)
     try:
         with open(path, "rb") as f:
             blob = f.read()
     except OSError:
         return None
-    hit = _decode(_key(sha, inp.digests, inp.ident), blob, len(inp.objects))
+    hit = _decode(key, blob, len(inp.objects))
     if hit is None:
         return None
     try:  # noqa: SIM105 (as above)
@@ -290,7 +310,7 @@ def lookup(inp: Inputs) -> tuple[bytes, list[int]] | None:
     except OSError:
         pass
     if rehashed:
-        record_kernel(inp.root, inp.kernel, inp.st, inp.recorded_ns, sha)
+        _remember(inp.root, "kernel", inp.kernel, inp.st, inp.recorded_ns, sha)
     return hit
 
 
@@ -302,11 +322,11 @@ def store(inp: Inputs, kernel_sha: str, out: bytes, skipped: Sequence[int]) -> N
             return
     except OSError:
         return
-    if object_digests(inp.objects) != inp.digests:
+    if object_digests(inp.objects) != inp.digests:  # read again, not recalled
         return
     key = _key(kernel_sha, inp.digests, inp.ident)
     try:
         write_atomic(_res_path(inp.root, key), _encode(key, out, skipped))
     except OSError:
         return
-    record_kernel(inp.root, inp.kernel, inp.st, inp.recorded_ns, kernel_sha)
+    _remember(inp.root, "kernel", inp.kernel, inp.st, inp.recorded_ns, kernel_sha)
