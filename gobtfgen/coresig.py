@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import struct
 
+from gobtfgen.sha256 import sha256
+
 # typing.TYPE_CHECKING without importing typing (mypy reads this name).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
-    from hashlib import _Hash
+    from collections.abc import Iterable
 
 FIX_OBJECT = ("pass a BPF object built by clang -target bpf with -g (bpf2go's *_bpfel.o)")
 
@@ -25,26 +26,6 @@ FIX_OBJECT = ("pass a BPF object built by clang -target bpf with -g (bpf2go's *_
 class CoreSignatureError(ValueError):
     """The object's .BTF or .BTF.ext cannot be read (the message names the file and the fix;
     gobtfgen.objects raises it as an InputError)."""
-
-
-_SHA256: Callable[..., _Hash] | None = None
-
-
-def sha256(data: bytes = b"") -> _Hash:
-    """hashlib.sha256 without hashlib: importing it loads OpenSSL, 1.5-3 ms of a repeated
-    `gobtfgen minimize`'s budget; CPython's own SHA-256 (what hashlib falls back to, the same
-    digests) hashes the kilobytes of an object as fast. Megabytes (a kernel) go to hashlib."""
-    global _SHA256
-    if _SHA256 is None:
-        try:
-            from _sha2 import sha256 as impl  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:  # before 3.12
-            try:
-                from _sha256 import sha256 as impl  # type: ignore[import-not-found,unused-ignore]
-            except ImportError:
-                from hashlib import sha256 as impl
-        _SHA256 = impl
-    return _SHA256(data)
 
 
 _REF_KINDS = {2, 8, 9, 10, 11, 12, 14, 17, 18}  # kinds whose size_or_type is a type id

@@ -40,9 +40,9 @@ import os
 import time
 
 from gobtfgen import __version__
-from gobtfgen.coresig import sha256
 from gobtfgen.fileio import write_atomic
 from gobtfgen.minimize import BUILTIN_VERSION
+from gobtfgen.sha256 import sha256
 
 # typing.TYPE_CHECKING without importing typing, 10-15 ms of a replay (mypy reads this name);
 # collections.abc, unlike the _collections_abc os has loaded, costs 4 ms.
