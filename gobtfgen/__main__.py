@@ -1,9 +1,10 @@
 """`python -m gobtfgen` and the `gobtfgen` console script.
 
 The CLI is imported inside the handler: a Ctrl-C while Python is still importing gobtfgen's
-modules ends with the same one-line message and exit 130 as one during the run. A repeated
-`gobtfgen minimize` is answered before the CLI is imported at all
-(gobtfgen.commands.minimize_fast): its whole budget is what bpftool's process takes."""
+modules ends with the same one-line message and exit 130 as one during the run. A plain
+`gobtfgen minimize` (a drop-in for bpftool, whose whole process takes about as long as
+Python's start) is answered before the CLI is imported at all, from its kept result or by the
+minimizer alone (gobtfgen.commands.minimize_fast)."""
 
 from __future__ import annotations
 
