@@ -22,12 +22,15 @@ def write_atomic(path: str | PathLike[str], data: bytes) -> None:
     tmp = os.path.join(parent, f".{os.path.basename(path)}.{os.getpid()}."
                                f"{os.urandom(4).hex()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    # The open is inside the try: a Ctrl-C (or SIGTERM, see cli.main) during the open syscall
+    # is raised as it returns, before its result is stored, and the name alone must suffice
+    # to remove the file (it is unique, so removing it when it was never created is safe).
     try:
-        fd = os.open(tmp, flags, 0o666)
-    except FileNotFoundError:
-        os.makedirs(parent, exist_ok=True)
-        fd = os.open(tmp, flags, 0o666)
-    try:
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileNotFoundError:
+            os.makedirs(parent, exist_ok=True)
+            fd = os.open(tmp, flags, 0o666)
         with open(fd, "wb", buffering=0) as f:
             view = memoryview(data)
             while view:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -328,3 +329,42 @@ def test_the_fast_path_keeps_the_index_where_the_cache_does(tmp_path: Path) -> N
 
     sha = "ab" * 32
     assert kept.index_path(str(tmp_path), sha) == str(Cache(tmp_path).index_path(sha))
+
+
+def test_interrupted_runs_leave_nothing_torn(tmp_path: Path, kernel: Path,
+                                             probe_objects: dict[str, Path]) -> None:
+    """SIGINT or SIGTERM at random points of cold and replayed runs: no traceback, no temp
+    file in the output directory or the cache, and the output either as before or whole."""
+    import random
+    import signal
+
+    rng = random.Random(20261202)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "min.btf"
+    want = fresh_bytes(kernel, probe_objects["base"], tmp_path)
+    codes = []
+    for i in range(8):
+        cache = tmp_path / f"cache{i // 2}"  # each cache cold once, then replayed
+        before = out.read_bytes() if out.exists() else None
+        proc = subprocess.Popen([sys.executable, "-m", "gobtfgen",
+                                 *argv(kernel, out, [probe_objects["base"]])],
+                                env={**env, "GOBTFGEN_CACHE_DIR": str(cache)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.01, 0.09))
+        proc.send_signal(signal.SIGINT if i % 3 else signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        codes.append(proc.returncode)
+        # A signal while Python itself starts (before its handlers, or in site and runpy)
+        # kills it or ends in Python's own traceback, which names no gobtfgen file; one in
+        # gobtfgen's code must end in its message and 130.
+        assert "/gobtfgen/" not in err, err
+        if "Traceback" not in err:
+            assert proc.returncode in (0, 130, -signal.SIGTERM, -signal.SIGINT), (
+                proc.returncode, err)
+        assert not [p.name for p in out_dir.iterdir() if p.name.startswith(".")], i
+        if cache.exists():
+            assert not list(cache.rglob("*.tmp")), i
+        assert (out.read_bytes() if out.exists() else None) in (before, want), i
+    assert any(code == 130 for code in codes), codes
