@@ -19,12 +19,14 @@ _SHA256: Callable[..., _Hash] | None = None
 def sha256(data: bytes = b"") -> _Hash:
     global _SHA256
     if _SHA256 is None:
+        import sys
+
+        # CPython's module: _sha2 from 3.12 on, _sha256 before (a failed import searches
+        # every sys.path entry); hashlib where neither is built.
+        name = "_sha2" if sys.version_info >= (3, 12) else "_sha256"
         try:
-            from _sha2 import sha256 as impl  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:  # before 3.12
-            try:
-                from _sha256 import sha256 as impl  # type: ignore[import-not-found,unused-ignore]
-            except ImportError:
-                from hashlib import sha256 as impl
+            impl = __import__(name).sha256
+        except (ImportError, AttributeError):
+            from hashlib import sha256 as impl
         _SHA256 = impl
     return _SHA256(data)

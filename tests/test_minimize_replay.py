@@ -368,3 +368,14 @@ def test_interrupted_runs_leave_nothing_torn(tmp_path: Path, kernel: Path,
             assert not list(cache.rglob("*.tmp")), i
         assert (out.read_bytes() if out.exists() else None) in (before, want), i
     assert any(code == 130 for code in codes), codes
+
+
+def test_the_light_sha256_is_hashlibs() -> None:
+    import hashlib
+
+    from gobtfgen.sha256 import sha256
+
+    for data in (b"", b"abc", bytes(range(256)) * 4099):
+        h = sha256(data[:7])
+        h.update(data[7:])
+        assert h.hexdigest() == hashlib.sha256(data).hexdigest()
