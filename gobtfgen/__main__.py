@@ -8,7 +8,26 @@ minimizer alone (gobtfgen.commands.minimize_fast)."""
 
 from __future__ import annotations
 
+import os
 import sys
+
+
+def _exit_now(status: int) -> None:
+    """End the process without the interpreter's teardown, which frees every object and
+    module one by one before the kernel frees the whole address space anyway: 1.5-2 ms of CPU,
+    an eighth of a replayed minimize (measured with `python -c` and an os._exit twin). Only
+    when the command's work is done and nothing was registered to run at exit (coverage and
+    the like register atexit handlers, and then the ordinary exit runs)."""
+    import atexit
+
+    if atexit._ncallbacks():
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return  # the ordinary exit reports what it reports
+    os._exit(status)
 
 
 def main() -> int:
@@ -17,6 +36,7 @@ def main() -> int:
 
         status = serve(sys.argv[1:])
         if status is not None:
+            _exit_now(status)
             return status
         from gobtfgen.cli import main as cli_main
     except KeyboardInterrupt:
