@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""gobtfgen generate at the size users run it: the whole archive (4,300 kernels), jobs=2.
+
+    python benchmarks/bench_archive_scale.py --archive-dir DIR [--kernels N] [--work DIR]
+
+The archive is benchmarks/scale_archive.py's (built into --archive-dir once, reused after):
+kernels whose raw BTF all differ, so every cache entry is real. One run prints, each through
+the real CLI in a fresh process, at the default cache settings (no --cache-limit):
+  cold              empty cache, base object (tests/fixtures/probe.bpf.c)
+  relocs changed    the object now has one more relocation: every kernel minimized again
+  code changed      the object rebuilt after an edit that keeps its relocations
+  nothing changed   the same command again
+  xz floor          decompression alone of every archive file, same parallelism, liblzma in
+                    worker processes (what gobtfgen calls); and `xz -dc` processes on every
+                    --baseline-every'th file, scaled up (process starts included, as in
+                    bench_generate.py's floor)
+  baseline          lab3 / Inspektor Gadget per kernel: `tar -xJf`, `bpftool gen min_core_btf`,
+                    on every --baseline-every'th kernel, scaled up to the whole archive
+  peak RSS          of the gobtfgen process and of its largest worker, in the cold run here
+                    and in a cold run over a tenth of the kernels (flat means it does not grow)
+  cache on disk     what the cache directory takes after these runs (allocated blocks), against
+                    the archive's .tar.xz bytes
+Read the figures knowing that the derived kernels share more across kernels than the real
+archive does (see scale_archive.py): the cache here compresses each kernel on its own, so that
+does not flatter it, but any cross-kernel dedup would look better than it is.
+--kernels N runs all of it on the first N kernels (every base kernel comes before repeats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import scale_archive  # noqa: E402
+from gobtfgen.archive import ARCHES, scan_archive  # noqa: E402
+from gobtfgen.cache import Cache  # noqa: E402
+
+WRAPPER = ("import resource, sys\n"
+           "from gobtfgen import cli\n"
+           "code = cli.main(sys.argv[1:])\n"
+           "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+           " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+           "sys.exit(code)\n")
+# The cache a full run leaves: about 36% of the raw BTF (zstd 1 and the type indexes).
+CACHE_SHARE = 0.40
+
+
+def compile_variants(out: Path) -> dict[str, Path]:
+    """tests/fixtures/probe.bpf.c: base, code edited with the same relocations, relocations
+    changed (one more field read)."""
+    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True,
+                               text=True).stdout.strip()
+    result = {}
+    for name, variant in (("base", 0), ("code", 1), ("relocs", 2)):
+        path = out / f"probe_{name}.o"
+        subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86",
+                        f"-I/usr/include/{multiarch}", f"-DVARIANT={variant}", "-c",
+                        str(REPO / "tests/fixtures/probe.bpf.c"), "-o", str(path)], check=True)
+        result[name] = path
+    return result
+
+
+def uptime() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def generate(archive: Path, obj: Path, out: Path, cache: Path, jobs: int
+             ) -> tuple[float, int, int, str]:
+    """(seconds, peak RSS KiB of gobtfgen, of its largest child, summary line)."""
+    start = time.perf_counter()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONDONTWRITEBYTECODE", "GOBTFGEN_CACHE_LIMIT")}
+    done = subprocess.run([sys.executable, "-c", WRAPPER, "generate", "--archive", str(archive),
+                           "--object", str(obj), "--output-dir", str(out), "--cache-dir",
+                           str(cache), "--jobs", str(jobs), "--pkg", "main"],
+                          capture_output=True, text=True, cwd=REPO, env=env)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"generate failed:\n{done.stderr[-3000:]}")
+    found = re.search(r"maxrss_kib (\d+) (\d+)", done.stderr)
+    assert found is not None, done.stderr
+    summary = next((line for line in done.stderr.splitlines() if " kernels: " in line), "")
+    return elapsed, int(found[1]), int(found[2]), summary.removeprefix("gobtfgen: ")
+
+
+def _inflate(path: str) -> int:
+    import lzma
+
+    with open(path, "rb") as f:
+        return len(lzma.decompress(f.read()))
+
+
+def xz_floor_inprocess(paths: list[Path], jobs: int) -> float:
+    start = time.perf_counter()
+    with ProcessPoolExecutor(jobs) as pool:
+        list(pool.map(_inflate, [str(p) for p in paths], chunksize=16))
+    return time.perf_counter() - start
+
+
+def xz_floor_processes(paths: list[Path], jobs: int) -> float:
+    def one(path: Path) -> None:
+        subprocess.run(["xz", "-dc", str(path)], check=True, stdout=subprocess.DEVNULL)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(one, paths))
+    return time.perf_counter() - start
+
+
+def baseline(kernels: list[tuple[Path, str]], obj: Path, jobs: int, work: Path) -> float:
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+
+    def one(k: tuple[Path, str]) -> None:
+        path, release = k
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            subprocess.run(["tar", "-xJf", str(path), "-C", tmp], check=True)
+            subprocess.run([bpftool, "gen", "min_core_btf", f"{tmp}/{release}.btf",
+                            f"{tmp}/min.btf", str(obj)], check=True, capture_output=True)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(one, kernels))
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--archive-dir", type=Path, required=True,
+                    help="where scale_archive.py builds (or has built) the archive")
+    ap.add_argument("--count", type=int, default=4300, help="kernels the archive holds")
+    ap.add_argument("--kernels", type=int, default=None,
+                    help="run on the first N kernels only (default: all)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="where the cache and outputs go (default: next to the archive)")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--baseline-every", type=int, default=20,
+                    help="the baseline runs on every Nth kernel, scaled up")
+    ap.add_argument("--keep", action="store_true", help="keep the cache and outputs")
+    args = ap.parse_args()
+    load_before = uptime()
+    dest = scale_archive.build(args.archive_dir, max(args.count, args.kernels or 0))
+    record = scale_archive.record_of(dest)
+    entries = record["kernels"]
+    assert isinstance(entries, list)
+    n = args.kernels or len(entries)
+    work = args.work or dest.parent / "bench-work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    archive = dest if n == len(entries) else scale_archive.subset(dest, n, work / "archive")
+    chosen = entries[:n]
+    xz_bytes = sum(int(k["xz_bytes"]) for k in chosen)
+    base_xz_bytes = sum(int(k["base_xz_bytes"]) for k in chosen)
+    raw_bytes = sum(int(k["raw_bytes"]) for k in chosen)
+    need = int(raw_bytes * CACHE_SHARE * 1.15) + (1 << 30)
+    free = shutil.disk_usage(work).free
+    print(f"bench: {n} kernels, {xz_bytes / 1e9:.2f} GB .tar.xz, {raw_bytes / 1e9:.2f} GB raw "
+          f"BTF; the caches need about {need / 1e9:.1f} GB in {work} ({free / 1e9:.1f} GB free)",
+          file=sys.stderr)
+    if free < need:
+        sys.exit(f"bench: not enough disk in {work}: about {need / 1e9:.1f} GB needed, "
+                 f"{free / 1e9:.1f} GB free; pass --work on a larger disk or fewer --kernels")
+    try:
+        objs = compile_variants(work)
+        target = work / "probe_bpfel.o"
+        out, cache = work / "out", work / "cache"
+        kernels, _ = scan_archive(archive, ARCHES)
+        assert len(kernels) == n, (len(kernels), n)
+        paths = [k.path for k in kernels]
+
+        def say(what: str) -> None:
+            print(f"bench: {what} (load {uptime()})", file=sys.stderr)
+
+        # Bytecode compiled, as an installed gobtfgen has it; not measured.
+        shutil.copy(objs["base"], target)
+        small = max(1, n // 10)
+        small_archive = scale_archive.subset(dest, small, work / "archive-small")
+        generate(small_archive, target, work / "warm-out", work / "warm-cache", args.jobs)
+        shutil.rmtree(work / "warm-out")
+        shutil.rmtree(work / "warm-cache")
+
+        rows: dict[str, float] = {}
+        notes: dict[str, str] = {}
+        say("xz floor, liblzma in worker processes")
+        rows["xz floor"] = xz_floor_inprocess(paths, args.jobs)
+        say("cold")
+        rows["cold"], rss_main, rss_child, notes["cold"] = generate(archive, target, out, cache,
+                                                                    args.jobs)
+        disk_cold = Cache(cache).usage()
+        say("xz floor, xz -dc processes, sampled")
+        rows["xz -dc floor"] = (xz_floor_processes(paths[::args.baseline_every], args.jobs)
+                                * n / len(paths[::args.baseline_every]))
+        shutil.copy(objs["relocs"], target)
+        say("relocations changed")
+        rows["relocs changed"], *_, notes["relocs changed"] = generate(archive, target, out,
+                                                                       cache, args.jobs)
+        # Back to the base relocations (their results are cached from the cold run) in an
+        # object whose code changed.
+        shutil.copy(objs["code"], target)
+        say("code changed, relocations unchanged")
+        rows["code changed"], *_, notes["code changed"] = generate(archive, target, out, cache,
+                                                                   args.jobs)
+        say("nothing changed")
+        rows["nothing changed"], *_, notes["nothing changed"] = generate(archive, target, out,
+                                                                         cache, args.jobs)
+        disk = Cache(cache).usage()
+        sampled = [(k.path, k.release) for k in kernels[::args.baseline_every]]
+        say(f"baseline on {len(sampled)} kernels")
+        rows["baseline"] = baseline(sampled, objs["base"], args.jobs, work) * n / len(sampled)
+        say(f"cold over {small} kernels (peak RSS at a tenth of the size)")
+        small_time, small_main, small_child, _ = generate(
+            small_archive, objs["base"], work / "out-small", work / "cache-small", args.jobs)
+        load_after = uptime()
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    cold = rows["cold"]
+    floor = rows["xz floor"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    print(f"gobtfgen generate over {n} derived kernels ({dest}), jobs={args.jobs}, default "
+          f"cache settings; load average before {load_before}, after {load_after}")
+    print(f"{'case':<34}{'seconds':>10}{'ms/kernel':>11}{'ratio':>16}  target")
+    lines: list[tuple[str, float, str, str]] = [
+        ("cold (empty cache)", cold, f"{cold / floor:.2f}x floor",
+         f"<= 1.15x xz floor: {verdict(cold <= 1.15 * floor)}"),
+        ("relocations changed", rows["relocs changed"],
+         f"{100 * rows['relocs changed'] / cold:.1f}% of cold",
+         f"<= 10% of cold: {verdict(rows['relocs changed'] <= 0.10 * cold)}"),
+        ("code changed, relocations same", rows["code changed"],
+         f"{100 * rows['code changed'] / cold:.1f}% of cold", ""),
+        ("nothing changed", rows["nothing changed"],
+         f"{100 * rows['nothing changed'] / cold:.2f}% of cold",
+         f"<= 1% of cold: {verdict(rows['nothing changed'] <= 0.01 * cold)}"),
+        ("xz floor (liblzma, 2 processes)", floor, "", ""),
+        (f"xz -dc processes (1/{args.baseline_every}, scaled)", rows["xz -dc floor"],
+         f"cold {cold / rows['xz -dc floor']:.2f}x", ""),
+        (f"baseline tar+bpftool (1/{args.baseline_every}, scaled)", rows["baseline"],
+         f"cold {cold / rows['baseline']:.2f}x", ""),
+    ]
+    for name, secs, ratio, target_text in lines:
+        print(f"{name:<34}{secs:>10.2f}{1000 * secs / n:>11.2f}{ratio:>16}  {target_text}")
+    flat = rss_main <= 1.25 * small_main + 8 * 1024 and rss_child <= 1.25 * small_child + 8 * 1024
+    print(f"peak RSS, {n} kernels: gobtfgen {rss_main / 1024:.1f} MiB, largest worker "
+          f"{rss_child / 1024:.1f} MiB; {small} kernels: {small_main / 1024:.1f} MiB, "
+          f"{small_child / 1024:.1f} MiB ({small_time:.1f} s)  flat in kernel count: "
+          f"{verdict(flat)}")
+    print(f"cache on disk: {disk / 1e9:.3f} GB after all runs ({disk_cold / 1e9:.3f} GB after "
+          f"cold) = {disk / xz_bytes:.2f}x the archive's {xz_bytes / 1e9:.3f} GB of .tar.xz "
+          f"(real files of the bases: {base_xz_bytes / 1e9:.3f} GB), "
+          f"{100 * disk / raw_bytes:.1f}% of {raw_bytes / 1e9:.2f} GB raw BTF  "
+          f"<= archive: {verdict(disk <= xz_bytes)}")
+    for case, summary in notes.items():
+        print(f"  {case}: {summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
