@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import Any
 
+from gobtfgen.cache import DEFAULT_LIMIT, LIMIT_ENV, parse_size
 from gobtfgen.errors import UsageError
 from gobtfgen.keys import ARCHES, btfhub_arch
 
@@ -101,3 +102,17 @@ def add_minimizer_flags(p: argparse.ArgumentParser | Any) -> None:
              "in), or bpftool (runs bpftool gen min_core_btf)")
     add(p, "--bpftool", env="BPFTOOL", default="bpftool", metavar="PATH",
         help="bpftool to run with --minimizer bpftool (>= 7.0)")
+
+
+def add_cache_limit(p: argparse.ArgumentParser | Any) -> None:
+    add(p, "--cache-limit", env=LIMIT_ENV, default=f"{DEFAULT_LIMIT >> 30}G", metavar="SIZE",
+        help="disk the cache may take, every file under --cache-dir counted (bytes, or K, M, G, "
+             "T: binary units); least recently used entries go first; the default holds the "
+             "whole btfhub-archive (about 7 GB); 0 keeps nothing after the run")
+
+
+def parse_cache_limit(value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise UsageError(f"--cache-limit (or ${LIMIT_ENV}): {exc}") from None

@@ -32,7 +32,7 @@ from gobtfgen.archive import (
     kernel_btf_of,
     scan_archive,
 )
-from gobtfgen.cache import Cache, StatMemo, minimize_key
+from gobtfgen.cache import DEFAULT_LIMIT, Cache, StatMemo, minimize_key
 from gobtfgen.errors import GobtfgenError, InputError, Level, Problem
 from gobtfgen.minimize import MinimizeError, Minimizer, builtin_identity, get_minimizer
 from gobtfgen.objects import BpfObject, discover, read_object_memo, signature_of
@@ -63,6 +63,7 @@ class GenerateOptions:
     bpftool: str = "bpftool"
     env_prefix: str = "BTFGEN"
     cache_dir: Path = Path(".")
+    cache_limit: int = DEFAULT_LIMIT  # bytes of disk the cache may keep after a run
     strict: bool = False
     progress: bool | None = None  # None: when stderr is a terminal
     lang: str = "go"  # the runtime of the "source" format: one of targets.LANGS
@@ -260,10 +261,10 @@ def _minimize_kernel(task: Task) -> KernelResult:
             if cached is None:
                 return _compute(task, cache, minimizer, key, sha, data, stamp)
     full_sum = cache.get_fullsum(sha)
-    if full_sum is None and cached.btf and cache.has_raw(sha):
+    if full_sum is None and cached.btf and (raw := cache.get_raw(sha)) is not None:
         # A cache entry older than the full-BTF checksums: its raw BTF gives the checksum.
+        full_sum = fullsum_of(raw)
         with contextlib.suppress(OSError):
-            full_sum = fullsum_of(cache.raw_path(sha).read_bytes())
             cache.put_fullsum(sha, full_sum)
     return KernelResult(kernel=kernel, status="cached" if cached.btf else "failed",
                         btf=cached.btf, message=cached.error, kernel_sha=sha, stamp=stamp,
@@ -278,23 +279,26 @@ def fullsum_of(raw: bytes) -> str:
 def _compute(task: Task, cache: Cache, minimizer: Minimizer, key: str, sha: str,
              data: bytes | None, stamp: list[object] | None) -> KernelResult:
     kernel = task.kernel
-    spare: Path | None = None  # the raw BTF outside the cache, when the cache could not take it
+    spare: Path | None = None  # the raw BTF in a file, for a minimizer that reads one
     try:
-        raw_path = cache.raw_path(sha)
-        raw: bytes | None = None
-        if not cache.has_raw(sha):
+        raw = cache.get_raw(sha)
+        inflated = raw is None
+        if raw is None:
             if data is None:
                 data = kernel.path.read_bytes()
             raw = kernel_btf_of(data, what=kernel.path)
-            raw_path = spare = _store_raw(cache, sha, raw)
-        out = minimizer.minimize(raw_path, task.objects, data=raw, index=cache.index_path(sha))
+            with contextlib.suppress(OSError):  # a full cache only costs xz next time
+                cache.put_raw(sha, raw)
+        kernel_file = kernel.path
+        if minimizer.reads_file:
+            kernel_file = spare = _spare_file(raw)
+        out = minimizer.minimize(kernel_file, task.objects, data=raw, index=cache.index_path(sha))
         check_btf(out, what=f"{minimizer.identity()} output for {kernel.key}")
         # Hashed once per kernel: a run whose relocations changed reads the recorded one.
-        full_sum = cache.get_fullsum(sha) if raw is None else None
+        full_sum = None if inflated else cache.get_fullsum(sha)
         new_sum = full_sum is None
-        if new_sum:
-            with contextlib.suppress(OSError):  # evicted meanwhile: PreferEmbedded misses it
-                full_sum = fullsum_of(raw if raw is not None else raw_path.read_bytes())
+        if full_sum is None:
+            full_sum = fullsum_of(raw)
     except (InputError, MinimizeError) as exc:
         # Remember deterministic failures so an unchanged re-run runs no minimizer; a minimizer
         # killed by a signal (Ctrl-C) is not the kernel's fault and is retried next time.
@@ -303,25 +307,24 @@ def _compute(task: Task, cache: Cache, minimizer: Minimizer, key: str, sha: str,
                 cache.put_min_error(key, str(exc))
         return KernelResult(kernel=kernel, status="failed", message=str(exc), kernel_sha=sha,
                             stamp=stamp)
+    except OSError as exc:
+        return KernelResult(kernel=kernel, status="failed", kernel_sha=sha, stamp=stamp,
+                            message=f"cannot read {kernel.path} ({exc.strerror})")
     finally:
-        if spare is not None and spare != cache.raw_path(sha):
+        if spare is not None:
             with contextlib.suppress(OSError):
                 spare.unlink()
     with contextlib.suppress(OSError):
-        if new_sum and full_sum:  # before the entry: who finds the entry finds the checksum
+        if new_sum:  # before the entry: who finds the entry finds the checksum
             cache.put_fullsum(sha, full_sum)
         cache.put_min(key, out)
     return KernelResult(kernel=kernel, status="minimized", btf=out, kernel_sha=sha, stamp=stamp,
                         full_sum=full_sum)
 
 
-def _store_raw(cache: Cache, sha: str, raw: bytes) -> Path:
-    """Keep the raw BTF in the cache, or, when the cache cannot take it (full disk), in a
-    temporary file for this kernel only (the caller removes it)."""
-    try:
-        return cache.put_raw(sha, raw)
-    except OSError:
-        pass
+def _spare_file(raw: bytes) -> Path:
+    """The raw BTF in a temporary file, for a minimizer that reads a file (bpftool); the
+    caller removes it."""
     path: Path | None = None
     try:
         fd, name = tempfile.mkstemp(prefix="gobtfgen-kernel-", suffix=".btf")
@@ -333,9 +336,8 @@ def _store_raw(cache: Cache, sha: str, raw: bytes) -> Path:
         if path is not None:
             with contextlib.suppress(OSError):
                 path.unlink()
-        raise MinimizeError(f"cannot store the kernel BTF for the minimizer ({exc.strerror}); "
-                            "free space in the cache (--cache-dir) or $TMPDIR",
-                            cacheable=False) from None
+        raise MinimizeError(f"cannot write the kernel BTF for the minimizer ({exc.strerror}); "
+                            "free space in $TMPDIR", cacheable=False) from None
 
 
 def _minimizer_options(options: GenerateOptions) -> tuple[tuple[str, str], ...]:
@@ -348,7 +350,7 @@ def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
                  ) -> tuple[list[KernelResult], str]:
     """Minimize every kernel of the plan in a bounded pool; meanwhile runs in this thread once
     the first tasks are submitted."""
-    cache = Cache(options.cache_dir)
+    cache = Cache(options.cache_dir, options.cache_limit)
     minimizer_options = _minimizer_options(options)
     # Build the minimizer here first: a missing or too old bpftool is one clear error up front.
     minimizer = _fresh_minimizer(options.minimizer, minimizer_options)
@@ -403,7 +405,7 @@ def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
                     result = dataclasses.replace(result, btf=interned.setdefault(digest,
                                                                                  result.btf))
                 if len(results) % 200 == 199:
-                    cache.evict_raw()  # keep the raw cache bounded during long runs too
+                    cache.evict()  # keep the cache bounded during long runs too
                 results.append(result)
                 if result.stamp is not None and result.kernel_sha:
                     memo.record(result.kernel.path, result.stamp, result.kernel_sha)
@@ -415,7 +417,7 @@ def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         memo.save()
-    cache.evict_raw()
+    cache.evict()
     results.sort(key=lambda r: r.kernel.key)
     return results, minimizer.identity()
 
@@ -584,7 +586,8 @@ def _run_digest(options: GenerateOptions, p: Plan, kernel_shas: Sequence[str],
     h = hashlib.sha256(f"gobtfgen {__version__}\0".encode())
     for template in sorted(render.templates_dir().rglob("*.j2")):
         h.update(template.name.encode() + b"\0" + template.read_bytes() + b"\0")
-    fields = {k: str(v) for k, v in vars(options).items() if k not in ("jobs", "progress")}
+    fields = {k: str(v) for k, v in vars(options).items()
+              if k not in ("jobs", "progress", "cache_limit")}
     h.update(json.dumps(fields, sort_keys=True).encode())
     h.update(os.path.abspath(options.archive).encode() + b"\0" + identity.encode() + b"\0")
     for obj in p.objects:

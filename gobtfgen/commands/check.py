@@ -17,7 +17,7 @@ from gobtfgen.btf.ext import ObjectCache, ObjectError, ParsedObject
 from gobtfgen.cache import Cache, default_cache_dir
 from gobtfgen.errors import GobtfgenError, InputError, UsageError
 from gobtfgen.objects import discover, read_object
-from gobtfgen.options import add, add_kernel_filters
+from gobtfgen.options import add, add_cache_limit, add_kernel_filters, parse_cache_limit
 from gobtfgen.pool import process_pool
 
 _objects = ObjectCache()
@@ -46,6 +46,7 @@ def register(sub: Any) -> None:
     add(p, "--cache-dir", env="GOBTFGEN_CACHE_DIR", default=str(default_cache_dir()),
         metavar="DIR", help="generate's cache: kernels it decompressed and indexed are read "
                             "from there, and kernels checked first are kept there for it")
+    add_cache_limit(p)
     add(p, "--json", env="GOBTFGEN_CHECK_JSON", kind="bool", help="print a JSON report")
     add(p, "--all-kernels", env="GOBTFGEN_CHECK_ALL", kind="bool",
         help="the full detail: every failure of every program, guarded ones too, with every "
@@ -70,9 +71,9 @@ def _raw_kernel(kernel: Kernel, cache: Cache) -> tuple[bytes, Path | None]:
     index is kept. Cache writes are best effort: a read-only cache only costs time."""
     data = read_archive_file(kernel.path)  # read once: hashed, and inflated when not cached
     sha = hashlib.sha256(data).hexdigest()
-    if cache.has_raw(sha):
-        with contextlib.suppress(OSError):
-            return cache.raw_path(sha).read_bytes(), cache.index_path(sha)
+    raw = cache.get_raw(sha)
+    if raw is not None:
+        return raw, cache.index_path(sha)
     raw = kernel_btf_of(data, what=kernel.path)
     with contextlib.suppress(OSError):
         cache.put_raw(sha, raw)
@@ -144,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace, archive: Path, arches: Sequence[str],
            per_arch: dict[str, list[Path]], parsed: list[ParsedObject],
            foreign: Sequence[tuple[Path, str, list[str]]] = ()) -> int:
+    limit = parse_cache_limit(args.cache_limit)  # a bad value is said before any work
     kernels, problems = scan_archive(archive, arches, tuple(args.include), tuple(args.exclude))
     kernels = fetch.kernel_files(archive, kernels)
     for problem in problems:
@@ -159,7 +161,7 @@ def _check(args: argparse.Namespace, archive: Path, arches: Sequence[str],
                                     [args.cache_dir] * len(todo), chunksize=4))
     else:
         reports = [_check_one(k, objs, args.cache_dir) for k, objs in todo]
-    Cache(Path(args.cache_dir)).evict_raw()
+    Cache(Path(args.cache_dir), limit).evict()
     notes = []
     for path, built_for, left_out in foreign:
         n = sum(1 for k in kernels if k.arch in left_out)

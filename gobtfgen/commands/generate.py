@@ -13,7 +13,14 @@ from gobtfgen import fetch, pipeline, render, targets
 from gobtfgen.cache import default_cache_dir
 from gobtfgen.errors import UsageError
 from gobtfgen.minimize import available
-from gobtfgen.options import add, add_kernel_filters, add_minimizer_flags, parse_arches
+from gobtfgen.options import (
+    add,
+    add_cache_limit,
+    add_kernel_filters,
+    add_minimizer_flags,
+    parse_arches,
+    parse_cache_limit,
+)
 from gobtfgen.report import human_bytes, is_skip_note, print_problems
 from gobtfgen.targets import go, ld, targz
 from gobtfgen.write import MANIFEST
@@ -62,6 +69,7 @@ def register(sub: Any) -> None:
              "overrides the BTF at run time)")
     add(p, "--cache-dir", env="GOBTFGEN_CACHE_DIR", default=str(default_cache_dir()),
         metavar="DIR", help="per-kernel cache")
+    add_cache_limit(p)
     add(p, "--strict", env="GOBTFGEN_STRICT", kind="bool",
         help="exit 1 when any kernel failed or any warning was reported")
     add(p, "--progress", env="GOBTFGEN_PROGRESS", kind="bool",
@@ -113,7 +121,8 @@ def options_from_args(args: argparse.Namespace) -> pipeline.GenerateOptions:
         archive_arg=args.archive, arches=parse_arches(args.arch),
         include=tuple(args.include), exclude=tuple(args.exclude), package=package,
         output_dir=output_dir, jobs=args.jobs, minimizer=args.minimizer, bpftool=args.bpftool,
-        env_prefix=args.env_prefix, cache_dir=Path(args.cache_dir), strict=args.strict,
+        env_prefix=args.env_prefix, cache_dir=Path(args.cache_dir),
+        cache_limit=parse_cache_limit(args.cache_limit), strict=args.strict,
         progress=True if args.progress else None, lang=args.lang,
         formats=targets.parse_formats(args.formats), ld=args.ld)
 

@@ -43,6 +43,9 @@ class Minimizer(abc.ABC):
     name: ClassVar[str]
     # "threads" when the work happens outside the GIL (a subprocess), "processes" for pure Python.
     parallel: ClassVar[str] = "threads"
+    # Whether minimize() reads kernel_btf itself (an external tool) rather than taking data:
+    # the cache keeps kernels compressed, so such a minimizer gets a temporary file.
+    reads_file: ClassVar[bool] = True
 
     @abc.abstractmethod
     def identity(self) -> str:

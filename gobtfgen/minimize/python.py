@@ -700,6 +700,7 @@ class _PythonMinimizer(Minimizer):
     # Pure Python holds the GIL: parallelism comes from worker processes, each of which parses
     # the objects once and then serves many kernels.
     parallel: ClassVar[str] = "processes"
+    reads_file: ClassVar[bool] = False  # takes the kernel's bytes
 
     def __init__(self, *, verify: bool | None = None) -> None:
         self._objects = ObjectCache()
