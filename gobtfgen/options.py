@@ -108,7 +108,7 @@ def add_cache_limit(p: argparse.ArgumentParser | Any) -> None:
     add(p, "--cache-limit", env=LIMIT_ENV, default=f"{DEFAULT_LIMIT >> 30}G", metavar="SIZE",
         help="disk the cache may take, every file under --cache-dir counted (bytes, or K, M, G, "
              "T: binary units); least recently used entries go first; the default holds the "
-             "whole btfhub-archive (about 7 GB); 0 keeps nothing after the run")
+             "whole btfhub-archive (about 7 GB); 0 keeps only the last run's record")
 
 
 def parse_cache_limit(value: str) -> int:

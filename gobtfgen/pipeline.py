@@ -93,6 +93,7 @@ class KernelResult:
     # "<size>:<sha256>" of the kernel's full raw BTF: the Go runtime's PreferEmbedded compares
     # the running kernel's /sys/kernel/btf/vmlinux with it.
     full_sum: str | None = None
+    cache_bytes: int = 0  # disk the worker's new cache entries for this kernel take
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -318,8 +319,12 @@ def _compute(task: Task, cache: Cache, minimizer: Minimizer, key: str, sha: str,
         if new_sum:  # before the entry: who finds the entry finds the checksum
             cache.put_fullsum(sha, full_sum)
         cache.put_min(key, out)
+    added = cache.entry_bytes(cache.min_path(key))
+    if inflated:
+        added += cache.entry_bytes(cache.raw_path(sha), cache.index_path(sha),
+                                   cache.fullsum_path(sha))
     return KernelResult(kernel=kernel, status="minimized", btf=out, kernel_sha=sha, stamp=stamp,
-                        full_sum=full_sum)
+                        full_sum=full_sum, cache_bytes=added)
 
 
 def _spare_file(raw: bytes) -> Path:
@@ -374,6 +379,11 @@ def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
     # re-run, which never gets this far, 5 ms.
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
+    # What the cache may still take before it must be trimmed: one walk of the cache now, then
+    # the workers' reports of what they added. (A walk of a 4,300-kernel cache takes a fraction
+    # of a second; once per 200 kernels, as before, it was a tenth of a run whose relocations
+    # changed.)
+    room = cache.limit - cache.usage()
     executor: Executor
     if minimizer.parallel == "processes" and options.jobs > 1:
         for paths in {t.objects for t in tasks}:
@@ -404,8 +414,9 @@ def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
                     digest = hashlib.sha256(result.btf).digest()
                     result = dataclasses.replace(result, btf=interned.setdefault(digest,
                                                                                  result.btf))
-                if len(results) % 200 == 199:
-                    cache.evict()  # keep the cache bounded during long runs too
+                room -= result.cache_bytes
+                if room < 0:  # keep the cache bounded during long runs too
+                    room = cache.limit - cache.trim()[1]
                 results.append(result)
                 if result.stamp is not None and result.kernel_sha:
                     memo.record(result.kernel.path, result.stamp, result.kernel_sha)
@@ -417,7 +428,8 @@ def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         memo.save()
-    cache.evict()
+    if room < 0 or cache.limit == 0:
+        cache.evict()
     results.sort(key=lambda r: r.kernel.key)
     return results, minimizer.identity()
 

@@ -201,3 +201,31 @@ def test_output_from_the_cache_is_the_output_from_the_archive(
     assert again.status == "minimized", again.message
     assert again.btf == want
     assert again.full_sum == first.full_sum
+
+
+@pytest.mark.tools
+def test_generate_keeps_the_cache_under_cache_limit(tmp_path: Path,
+                                                    probe_objects: dict[str, Path]) -> None:
+    """The real CLI over three kernels, whose entries take about 4.5 MB, with a 2 MB cap: the
+    cache ends under it, and the outputs are those of an unlimited cache."""
+    archive = tmp_path / "archive"
+    for key in ("debian/12/x86_64/6.1.0-56-amd64", "debian/12/x86_64/6.1.0-56-cloud-amd64",
+                "debian/12/arm64/6.1.0-56-cloud-arm64"):
+        link = archive / f"{key}.btf.tar.xz"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(realkernels.kernel(key), link)
+
+    def run(cache: Path, out: Path, *extra: str) -> dict[str, bytes]:
+        assert cli.main(["generate", "--archive", str(archive), "--object",
+                         str(probe_objects["base"]), "--output-dir", str(out), "--cache-dir",
+                         str(cache), "--jobs", "1", "--quiet", *extra]) == 0
+        return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+    want = run(tmp_path / "unlimited", tmp_path / "want")
+    assert Cache(tmp_path / "unlimited").usage() > 4 << 20
+    capped = tmp_path / "capped"
+    assert run(capped, tmp_path / "out", "--cache-limit", "2M") == want
+    assert 0 < Cache(capped).usage() <= 2 << 20
+    assert run(capped, tmp_path / "out2", "--cache-limit", "0") == want
+    assert not list(capped.glob("raw/*")) and not list(capped.glob("min/*/*"))
+    assert Cache(capped).usage() <= 16 << 10  # the run's record and the file memo
