@@ -20,6 +20,8 @@ the real CLI in a fresh process, at the default cache settings (no --cache-limit
                     and in a cold run over a tenth of the kernels (flat means it does not grow)
   cache on disk     what the cache directory takes after these runs (allocated blocks), against
                     the archive's .tar.xz bytes
+Each case prints its wall time and the CPU time of every process it ran (the machine may be
+shared: CPU time is what other load disturbs least), and each ratio both ways.
 Read the figures knowing that the derived kernels share more across kernels than the real
 archive does (see scale_archive.py): the cache here compresses each kernel on its own, so that
 does not flatter it, but any cross-kernel dedup would look better than it is.
@@ -31,11 +33,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -70,6 +74,11 @@ def compile_variants(out: Path) -> dict[str, Path]:
                         str(REPO / "tests/fixtures/probe.bpf.c"), "-o", str(path)], check=True)
         result[name] = path
     return result
+
+
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def uptime() -> str:
@@ -192,34 +201,48 @@ def main() -> int:
         small = max(1, n // 10)
         small_archive = scale_archive.subset(dest, small, work / "archive-small")
 
-        rows: dict[str, float] = {}
+        rows: dict[str, float] = {}  # wall seconds
+        cpu: dict[str, float] = {}  # CPU seconds of every process the case ran
         notes: dict[str, str] = {}
+
+        def case(name: str, fn: Callable[[], object], scale: float = 1.0) -> object:
+            start = _cpu()
+            wall = time.perf_counter()
+            got = fn()
+            rows[name] = (time.perf_counter() - wall) * scale
+            cpu[name] = (_cpu() - start) * scale
+            return got
+
+        def gen(name: str) -> tuple[float, int, int, str]:
+            got = case(name, lambda: generate(archive, target, out, cache, args.jobs))
+            assert isinstance(got, tuple)
+            notes[name] = got[3]
+            return got
+
         say("xz floor, liblzma in worker processes")
-        rows["xz floor"] = xz_floor_inprocess(paths, args.jobs)
+        case("xz floor", lambda: xz_floor_inprocess(paths, args.jobs))
         say("cold")
-        rows["cold"], rss_main, rss_child, notes["cold"] = generate(archive, target, out, cache,
-                                                                    args.jobs)
+        _, rss_main, rss_child, _ = gen("cold")
         disk_cold = Cache(cache).usage()
+        sampled_paths = paths[::args.baseline_every]
         say("xz floor, xz -dc processes, sampled")
-        rows["xz -dc floor"] = (xz_floor_processes(paths[::args.baseline_every], args.jobs)
-                                * n / len(paths[::args.baseline_every]))
+        case("xz -dc floor", lambda: xz_floor_processes(sampled_paths, args.jobs),
+             n / len(sampled_paths))
         shutil.copy(objs["relocs"], target)
         say("relocations changed")
-        rows["relocs changed"], *_, notes["relocs changed"] = generate(archive, target, out,
-                                                                       cache, args.jobs)
+        gen("relocs changed")
         # Back to the base relocations (their results are cached from the cold run) in an
         # object whose code changed.
         shutil.copy(objs["code"], target)
         say("code changed, relocations unchanged")
-        rows["code changed"], *_, notes["code changed"] = generate(archive, target, out, cache,
-                                                                   args.jobs)
+        gen("code changed")
         say("nothing changed")
-        rows["nothing changed"], *_, notes["nothing changed"] = generate(archive, target, out,
-                                                                         cache, args.jobs)
+        gen("nothing changed")
         disk = Cache(cache).usage()
         sampled = [(k.path, k.release) for k in kernels[::args.baseline_every]]
         say(f"baseline on {len(sampled)} kernels")
-        rows["baseline"] = baseline(sampled, objs["base"], args.jobs, work) * n / len(sampled)
+        case("baseline", lambda: baseline(sampled, objs["base"], args.jobs, work),
+             n / len(sampled))
         say(f"cold over {small} kernels (peak RSS at a tenth of the size)")
         small_time, small_main, small_child, _ = generate(
             small_archive, objs["base"], work / "out-small", work / "cache-small", args.jobs)
@@ -228,34 +251,37 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-    cold = rows["cold"]
-    floor = rows["xz floor"]
-
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
 
+    def ratio(name: str, of: str, limit: float, pct: bool = True) -> tuple[str, str, str]:
+        """(wall ratio, CPU ratio, verdict on each) of case name against case of."""
+        w, c = rows[name] / rows[of], cpu[name] / cpu[of]
+        fmt = (lambda x: f"{100 * x:.1f}%") if pct else (lambda x: f"{x:.2f}x")
+        return fmt(w), fmt(c), (f"wall {verdict(w <= limit)}, CPU {verdict(c <= limit)}"
+                                if limit else "")
+
     print(f"gobtfgen generate over {n} derived kernels ({dest}), jobs={args.jobs}, default "
           f"cache settings; load average before {load_before}, after {load_after}")
-    print(f"{'case':<34}{'seconds':>10}{'ms/kernel':>11}{'ratio':>16}  target")
-    lines: list[tuple[str, float, str, str]] = [
-        ("cold (empty cache)", cold, f"{cold / floor:.2f}x floor",
-         f"<= 1.15x xz floor: {verdict(cold <= 1.15 * floor)}"),
-        ("relocations changed", rows["relocs changed"],
-         f"{100 * rows['relocs changed'] / cold:.1f}% of cold",
-         f"<= 10% of cold: {verdict(rows['relocs changed'] <= 0.10 * cold)}"),
-        ("code changed, relocations same", rows["code changed"],
-         f"{100 * rows['code changed'] / cold:.1f}% of cold", ""),
-        ("nothing changed", rows["nothing changed"],
-         f"{100 * rows['nothing changed'] / cold:.2f}% of cold",
-         f"<= 1% of cold: {verdict(rows['nothing changed'] <= 0.01 * cold)}"),
-        ("xz floor (liblzma, 2 processes)", floor, "", ""),
-        (f"xz -dc processes (1/{args.baseline_every}, scaled)", rows["xz -dc floor"],
-         f"cold {cold / rows['xz -dc floor']:.2f}x", ""),
-        (f"baseline tar+bpftool (1/{args.baseline_every}, scaled)", rows["baseline"],
-         f"cold {cold / rows['baseline']:.2f}x", ""),
+    print(f"{'case':<36}{'wall s':>9}{'ms/kernel':>10}{'CPU s':>9}{'wall':>9}{'CPU':>9}"
+          "  vs / target")
+    table = [
+        ("cold (empty cache)", "cold", "xz floor", 1.15, False, "x xz floor, <= 1.15x"),
+        ("relocations changed", "relocs changed", "cold", 0.10, True, "of cold, <= 10%"),
+        ("code changed, relocations same", "code changed", "cold", 0, True, "of cold"),
+        ("nothing changed", "nothing changed", "cold", 0.01, True, "of cold, <= 1%"),
+        ("xz floor (liblzma, 2 processes)", "xz floor", "", 0, False, ""),
+        (f"xz -dc processes (1/{args.baseline_every}, scaled)", "xz -dc floor", "cold", 0,
+         False, "x cold"),
+        (f"baseline tar+bpftool (1/{args.baseline_every}, scaled)", "baseline", "cold", 0,
+         False, "x cold"),
     ]
-    for name, secs, ratio, target_text in lines:
-        print(f"{name:<34}{secs:>10.2f}{1000 * secs / n:>11.2f}{ratio:>16}  {target_text}")
+    for label, name, of, limit, pct, what in table:
+        w = c = v = ""
+        if of:
+            w, c, v = ratio(name, of, limit, pct)
+        print(f"{label:<36}{rows[name]:>9.2f}{1000 * rows[name] / n:>10.2f}{cpu[name]:>9.1f}"
+              f"{w:>9}{c:>9}  {what}{': ' + v if v else ''}")
     flat = rss_main <= 1.25 * small_main + 8 * 1024 and rss_child <= 1.25 * small_child + 8 * 1024
     print(f"peak RSS, {n} kernels: gobtfgen {rss_main / 1024:.1f} MiB, largest worker "
           f"{rss_child / 1024:.1f} MiB; {small} kernels: {small_main / 1024:.1f} MiB, "
