@@ -265,6 +265,7 @@ class Cache:
         while stack:
             top = stack.pop()
             locks = os.path.basename(top) == "locks"
+            raw = top == str(self.raw_dir)
             try:
                 it = os.scandir(top)
             except OSError:
@@ -281,6 +282,12 @@ class Cache:
                     name = e.name
                     if not stat.S_ISREG(st.st_mode) or (locks and name.endswith(".lock")):
                         continue  # lock files: a few hundred bytes, held by running processes
+                    if raw and name.endswith(".btf"):
+                        # Uncompressed raw BTF of cache versions before the .zst entries: no
+                        # run reads it any more, and it takes three times the disk.
+                        with contextlib.suppress(OSError):
+                            os.unlink(e.path)
+                        continue
                     if name.startswith(".") and name.endswith(".tmp"):
                         if now - st.st_mtime > STALE_TMP_SECONDS:
                             with contextlib.suppress(OSError):

@@ -46,10 +46,12 @@ def test_eviction_keeps_the_cache_under_its_limit_least_recently_used_first(
     lock = _file(tmp_path / "locks" / "ab.lock", 0, now - 5000)
     fresh_tmp = _file(tmp_path / "raw" / ".x.zst.123.tmp", 40_000, now - 60)
     stale_tmp = _file(tmp_path / "raw" / ".y.zst.456.tmp", 40_000, now - 7200)
+    old_raw = _file(tmp_path / "raw" / f"{9:064x}.btf", 40_000, now)  # before .zst entries
     disk = {f: _disk(f) for f in files}
     total = sum(disk.values())
     assert cache.usage() == total
     assert not stale_tmp.exists()  # a killed writer's leftover goes on the first walk
+    assert not old_raw.exists()  # so does an entry of the old uncompressed format
     assert fresh_tmp.exists()  # a writer may be on it
 
     cap = total - disk[files[0]] - disk[files[1]] - 1  # the two oldest and one more must go
