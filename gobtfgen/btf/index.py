@@ -120,7 +120,7 @@ def load(path: str | PathLike[str] | None, kernel_data: bytes | memoryview) -> T
         return None  # no index yet, or a blob BTF() is about to reject with a better message
     index = decode(blob, header.type_len)
     if index is not None:
-        try:
+        try:  # noqa: SIM105 (contextlib costs `gobtfgen minimize` 1-2 ms to import)
             os.utime(path)  # used: the cache evicts it last
         except OSError:
             pass
