@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -48,37 +47,16 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import scale_archive  # noqa: E402
+
+# The probe object in its three variants and the children's CPU clock, as bench_generate
+# measures them; the generate wrapper that reports peak RSS, as bench_scale runs it.
+from benchmarks.bench_generate import _cpu, compile_variants  # noqa: E402
+from benchmarks.bench_scale import WRAPPER  # noqa: E402
 from gobtfgen.archive import ARCHES, scan_archive  # noqa: E402
 from gobtfgen.cache import Cache  # noqa: E402
 
-WRAPPER = ("import resource, sys\n"
-           "from gobtfgen import cli\n"
-           "code = cli.main(sys.argv[1:])\n"
-           "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-           " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
-           "sys.exit(code)\n")
 # The cache a full run leaves: about 36% of the raw BTF (zstd 1 and the type indexes).
 CACHE_SHARE = 0.40
-
-
-def compile_variants(out: Path) -> dict[str, Path]:
-    """tests/fixtures/probe.bpf.c: base, code edited with the same relocations, relocations
-    changed (one more field read)."""
-    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True,
-                               text=True).stdout.strip()
-    result = {}
-    for name, variant in (("base", 0), ("code", 1), ("relocs", 2)):
-        path = out / f"probe_{name}.o"
-        subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86",
-                        f"-I/usr/include/{multiarch}", f"-DVARIANT={variant}", "-c",
-                        str(REPO / "tests/fixtures/probe.bpf.c"), "-o", str(path)], check=True)
-        result[name] = path
-    return result
-
-
-def _cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
 
 
 def uptime() -> str:
@@ -182,7 +160,7 @@ def main() -> int:
         sys.exit(f"bench: not enough disk in {work}: about {need / 1e9:.1f} GB needed, "
                  f"{free / 1e9:.1f} GB free; pass --work on a larger disk or fewer --kernels")
     try:
-        objs = compile_variants(work)
+        objs = compile_variants(work, [])
         target = work / "probe_bpfel.o"
         out, cache = work / "out", work / "cache"
         kernels, _ = scan_archive(archive, ARCHES)

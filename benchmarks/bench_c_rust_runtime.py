@@ -38,13 +38,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_go_runtime import payload_entries, real_blobs, run_size  # noqa: E402
+from bench_go_runtime import bench_blobs, payload_entries, run_size  # noqa: E402
 
 from gobtfgen import keys, pack, render, targets  # noqa: E402
 from gobtfgen.targets import c, rust  # noqa: E402
 from tests import cargo  # noqa: E402
 from tests.gomod import find_go  # noqa: E402
-from tests.tinybtf import tiny_btf  # noqa: E402
 
 MAX_NS, MAX_BYTES = 5_000_000, 2 << 20
 
@@ -322,13 +321,7 @@ def main() -> int:
     rows: list[tuple[str, float, int, str]] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        bases = real_blobs(arch, tmp)
-        if bases:
-            sizes = sorted(len(b) for b in bases)
-            print(f"blobs: {len(bases)} real minimized BTFs, {sizes[0]}..{sizes[-1]} bytes")
-        else:
-            bases = [tiny_btf(f"bench{i}", padding=700) for i in range(8)]
-            print(f"blobs: synthetic, {len(bases[0])} bytes (clang or bpftool missing)")
+        bases = bench_blobs(arch, tmp)
         entries = payload_entries(args.kernels, arch, bases)
         payload, stats = pack.pack(arch, entries)
         inputs = lookup_inputs(entries)

@@ -81,6 +81,18 @@ def real_blobs(arch: str, tmp: Path) -> list[bytes]:
     return blobs
 
 
+def bench_blobs(arch: str, tmp: Path) -> list[bytes]:
+    """real_blobs, or synthetic ones where clang or bpftool is missing; says which."""
+    bases = real_blobs(arch, tmp)
+    if bases:
+        sizes = sorted(len(b) for b in bases)
+        print(f"blobs: {len(bases)} real minimized BTFs, {sizes[0]}..{sizes[-1]} bytes")
+        return bases
+    bases = [tiny_btf(f"bench{i}", padding=700) for i in range(8)]
+    print(f"blobs: synthetic, {len(bases[0])} bytes (clang or bpftool missing)")
+    return bases
+
+
 def unique(blob: bytes, n: int) -> bytes:
     """Kernel n's variant of a blob: its three biggest structs grow and one member moves, as a
     kernel build of another config or release moves them, so no two kernels dedup and each
@@ -161,13 +173,7 @@ def main() -> int:
     arch = keys.btfhub_arch(os.uname().machine) or "x86_64"
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        bases = real_blobs(arch, tmp)
-        if bases:
-            sizes = sorted(len(b) for b in bases)
-            print(f"blobs: {len(bases)} real minimized BTFs, {sizes[0]}..{sizes[-1]} bytes")
-        else:
-            bases = [tiny_btf(f"bench{i}", padding=700) for i in range(8)]
-            print(f"blobs: synthetic, {len(bases[0])} bytes (clang or bpftool missing)")
+        bases = bench_blobs(arch, tmp)
         failed = False
         rows: list[tuple[int, str, float, int, int, str]] = []
         for n in (int(s) for s in args.sizes.split(",")):

@@ -146,6 +146,11 @@ def _zigzag(n: int) -> int:
     return (n << 1) if n >= 0 else ((-n << 1) - 1)
 
 
+def _delta32(value: int, prev: int) -> int:
+    """zigzag(value - prev), the difference taken modulo 2^32 as a signed word."""
+    return _zigzag((value - prev + (1 << 31)) % (1 << 32) - (1 << 31))
+
+
 def _unzigzag(n: int) -> int:
     return (n >> 1) ^ -(n & 1)
 
@@ -592,8 +597,7 @@ def _pack_v2(arch: str, entries: Mapping[str, bytes], *, order: str,
                     prev_pos = pos - len(group)
                     prev = t.cells[prev_pos] if prev_pos >= 2 + len(head) else 0
                     assert isinstance(prev, int)
-                    delta = (cell - prev + (1 << 31)) % (1 << 32) - (1 << 31)
-                    g.lit += _uvarint(_zigzag(delta))
+                    g.lit += _uvarint(_delta32(cell, prev))
                 else:
                     if not derived:
                         (g.tref if role == _T else g.sref).extend(_uvarint(shared[shared_at]))

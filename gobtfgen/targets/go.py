@@ -96,21 +96,6 @@ FULLSUM_TAIL = struct.Struct("<II4s")
 FULLSUM_HASH_LEN = 16
 
 
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _delta32(value: int, prev: int) -> int:
-    """zigzag(value - prev), the difference taken modulo 2^32 as a signed word."""
-    d = (value - prev + (1 << 31)) % (1 << 32) - (1 << 31)
-    return (d << 1) if d >= 0 else ((-d << 1) - 1)
-
-
 def fullsum_trailer(payload: bytes, full_sums: Mapping[str, str]) -> bytes:
     """The checksums of the full BTF of the payload's kernels ({key: "<size>:<sha256>"}, keys
     the payload lacks ignored), appended to the Go payload for BTFOptions.PreferEmbedded
@@ -121,7 +106,7 @@ def fullsum_trailer(payload: bytes, full_sums: Mapping[str, str]) -> bytes:
     keys = pack.entry_keys(payload)
     if not any(k in full_sums for k in keys):
         return b""
-    hashes, sizes = bytearray(), bytearray(_uvarint(len(keys)))
+    hashes, sizes = bytearray(), bytearray(pack._uvarint(len(keys)))
     prev = 0
     for key in keys:
         size, digest = 0, bytes(FULLSUM_HASH_LEN)
@@ -132,7 +117,7 @@ def fullsum_trailer(payload: bytes, full_sums: Mapping[str, str]) -> bytes:
                 raise ValueError(f"full-BTF checksum of {key}: {full_sums[key]!r} is not "
                                  "<size below 4 GiB>:<sha256 hex>")
         hashes += digest[:FULLSUM_HASH_LEN]
-        sizes += _uvarint(_delta32(size, prev))
+        sizes += pack._uvarint(pack._delta32(size, prev))  # the payload's varints
         prev = size
     return bytes(hashes + sizes) + FULLSUM_TAIL.pack(len(sizes), zlib.crc32(hashes + sizes),
                                                      FULLSUM_MAGIC)
