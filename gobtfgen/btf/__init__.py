@@ -18,6 +18,7 @@ from bisect import bisect_left
 from itertools import compress
 from operator import itemgetter
 
+from gobtfgen.btf.native import native as _native
 from gobtfgen.record import Record
 
 # `gobtfgen minimize` imports this module in every process: collections.abc (not the
@@ -200,6 +201,24 @@ class TypeIndex(Record):
 
 def index_types(words: Sequence[int]) -> TypeIndex:
     """Frame every record of a type section (native-order words): the hot loop of the minimizer.
+
+    Compiled (gobtfgen/_native.c) when the module was built, else index_types_python.
+    """
+    if _native is not None and isinstance(words, array | memoryview):
+        # ~1 ms for a 100k-type kernel, against 10 in Python; the same offsets and errors.
+        try:
+            offs_b, named_b = _native.frame(words)
+        except ValueError as exc:
+            raise BTFError(str(exc)) from None
+        offsets, named = array("I"), array("I")
+        offsets.frombytes(offs_b)
+        named.frombytes(named_b)
+        return TypeIndex(offsets=offsets, named_at=named)
+    return index_types_python(words)
+
+
+def index_types_python(words: Sequence[int]) -> TypeIndex:
+    """index_types in Python: the fallback, and the reference the compiled loop is tested on.
 
     A record's length depends only on its info word, and a kernel has a few hundred distinct
     info words, so the length is memoized per info word; records of a named type kind memoize
