@@ -1,10 +1,11 @@
 """The per-kernel cache.
 
 Layout under the cache dir (default `$XDG_CACHE_HOME/gobtfgen`):
-  raw/<sha256 of the .btf.tar.xz>.zst     the kernel's raw BTF, zstd level 1 (RawEntry below), so
-                                          a run whose relocations changed skips xz (the larger
-                                          part of a cold run): 34% of the raw BTF on disk, read
-                                          back 15x faster than xz
+  raw/<sha256 of the .btf.tar.xz>.zst     the kernel's BTF, stripped of what CO-RE cannot reach
+                                          (gobtfgen.btf.strip), zstd level 1 (RawEntry below),
+                                          so a run whose relocations changed skips xz (the
+                                          larger part of a cold run): about 19% of the raw BTF
+                                          on disk (34% unstripped), read back 15x faster than xz
   raw/<sha256>.idx                        where each of its type records starts (written by the
                                           built-in minimizer, gobtfgen.btf.index, compressed), so
                                           it is framed once, not once per run
@@ -144,47 +145,76 @@ class StatMemo:
 
 
 class RawEntry:
-    """A kernel's raw BTF as the cache keeps it:
+    """A kernel's BTF as the cache keeps it:
 
-        magic "GBTFRZ\\0\\1", the sha256 of the archive file it came from (32 bytes), the raw
-        length (u64 LE), then one zstd frame with its content checksum.
+        magic "GBTFRZ\\0\\2", the sha256 of the archive file it came from (32 bytes), the BTF's
+        length (u64 LE), flags (u32 LE: bit 0 set when the BTF is stripped), then one zstd frame
+        with its content checksum. (Entries of format 1, "GBTFRZ\\0\\1", have no flags word
+        and hold the full BTF; they are read as such.)
 
+    Stripped (gobtfgen.btf.strip): the records no CO-RE relocation can reach are blanked, ids
+    and string offsets unchanged; the entry is then 55% of the full BTF's on btfhub's kernels.
     zstd level 1 is the fastest codec that keeps the cache near the archive's size: on
-    btfhub's kernels it takes 34% of the raw BTF (xz -6: 23%; lz4 52%, which would make the
-    cache twice the archive; zstd 3 33% at twice the write time; even zstd 19 is 1.13x xz),
-    writes at about 250 MB/s (13 ms for a 3 MB kernel, in the cold run) and reads at
-    1 GB/s (3 ms, against 58 ms for xz). The key ties an entry to its name (a file copied or
-    renamed from another kernel is not this one); the checksum and the length catch damage
-    and truncation. decode() returns None for anything else: the caller inflates the archive
-    file again."""
+    btfhub's kernels the full BTF takes 34% of its size (xz -6: 23%; lz4 52%; zstd 3 33% at
+    twice the write time; even zstd 19 is 1.13x xz), the stripped one about 19%, under xz's
+    own; it writes at about 250 MB/s and reads at 1 GB/s (3 ms, against 58 ms for xz). The key
+    ties an entry to its name (a file copied or renamed from another kernel is not this one);
+    the checksum and the length catch damage and truncation. decode() returns None for
+    anything else: the caller inflates the archive file again."""
 
-    MAGIC = b"GBTFRZ\0\1"
-    HEAD = struct.Struct("<32sQ")
+    MAGIC = b"GBTFRZ\0\2"
+    MAGIC_V1 = b"GBTFRZ\0\1"
+    HEAD = struct.Struct("<32sQI")
+    HEAD_V1 = struct.Struct("<32sQ")
+    STRIPPED = 1
 
     @classmethod
-    def encode(cls, kernel_sha: str, raw: bytes) -> bytes:
+    def encode(cls, kernel_sha: str, btf: bytes, *, stripped: bool = False) -> bytes:
         import zstandard
 
         frame = zstandard.ZstdCompressor(level=RAW_LEVEL, write_checksum=True,
-                                         write_content_size=True).compress(raw)
-        return cls.MAGIC + cls.HEAD.pack(bytes.fromhex(kernel_sha), len(raw)) + frame
+                                         write_content_size=True).compress(btf)
+        flags = cls.STRIPPED if stripped else 0
+        return cls.MAGIC + cls.HEAD.pack(bytes.fromhex(kernel_sha), len(btf), flags) + frame
 
     @classmethod
-    def decode(cls, kernel_sha: str, blob: bytes) -> bytes | None:
+    def decode(cls, kernel_sha: str, blob: bytes) -> CachedKernel | None:
         import zstandard
 
-        start = len(cls.MAGIC) + cls.HEAD.size
-        if len(blob) < start or not blob.startswith(cls.MAGIC):
+        if blob.startswith(cls.MAGIC):
+            start = len(cls.MAGIC) + cls.HEAD.size
+            if len(blob) < start:
+                return None
+            key, size, flags = cls.HEAD.unpack_from(blob, len(cls.MAGIC))
+            if flags & ~cls.STRIPPED:
+                return None  # a later format's flag this reader does not know
+        elif blob.startswith(cls.MAGIC_V1):
+            start = len(cls.MAGIC_V1) + cls.HEAD_V1.size
+            if len(blob) < start:
+                return None
+            key, size = cls.HEAD_V1.unpack_from(blob, len(cls.MAGIC_V1))
+            flags = 0
+        else:
             return None
-        key, size = cls.HEAD.unpack_from(blob, len(cls.MAGIC))
         if key != bytes.fromhex(kernel_sha):
             return None
         try:
-            raw = zstandard.ZstdDecompressor().decompress(memoryview(blob)[start:],
+            btf = zstandard.ZstdDecompressor().decompress(memoryview(blob)[start:],
                                                           max_output_size=size)
         except zstandard.ZstdError:
             return None
-        return raw if len(raw) == size else None
+        if len(btf) != size:
+            return None
+        return CachedKernel(btf=btf, stripped=bool(flags & cls.STRIPPED))
+
+
+@dataclass(frozen=True)
+class CachedKernel:
+    """A kernel's BTF from the cache: the full one, or stripped (gobtfgen.btf.strip), which
+    minimizes the same for objects strip.serves() accepts."""
+
+    btf: bytes
+    stripped: bool
 
 
 class Cache:
@@ -217,25 +247,25 @@ class Cache:
     def raw_path(self, kernel_sha: str) -> Path:
         return self.raw_dir / f"{kernel_sha}.zst"
 
-    def get_raw(self, kernel_sha: str) -> bytes | None:
-        """The kernel's raw BTF if the cache holds a sound entry for it (marked used), else
-        None; an entry that does not check out is deleted, and the caller rebuilds it."""
+    def get_kernel(self, kernel_sha: str) -> CachedKernel | None:
+        """The kernel's BTF if the cache holds a sound entry for it (marked used), else None;
+        an entry that does not check out is deleted, and the caller rebuilds it."""
         path = self.raw_path(kernel_sha)
         try:
             blob = path.read_bytes()
         except OSError:
             return None
-        raw = RawEntry.decode(kernel_sha, blob)
+        entry = RawEntry.decode(kernel_sha, blob)
         with contextlib.suppress(OSError):
-            if raw is None:
+            if entry is None:
                 path.unlink()
             else:
                 os.utime(path)
-        return raw
+        return entry
 
-    def put_raw(self, kernel_sha: str, raw: bytes) -> Path:
+    def put_kernel(self, kernel_sha: str, btf: bytes, *, stripped: bool = False) -> Path:
         path = self.raw_path(kernel_sha)
-        atomic_write(path, RawEntry.encode(kernel_sha, raw))
+        atomic_write(path, RawEntry.encode(kernel_sha, btf, stripped=stripped))
         return path
 
     def index_path(self, kernel_sha: str) -> Path:

@@ -32,6 +32,8 @@ from gobtfgen.archive import (
     kernel_btf_of,
     scan_archive,
 )
+from gobtfgen.btf import BTFError, strip
+from gobtfgen.btf.ext import ObjectCache, ObjectError
 from gobtfgen.cache import DEFAULT_LIMIT, Cache, StatMemo, minimize_key
 from gobtfgen.errors import GobtfgenError, InputError, Level, Problem
 from gobtfgen.minimize import MinimizeError, Minimizer, builtin_identity, get_minimizer
@@ -262,11 +264,9 @@ def _minimize_kernel(task: Task) -> KernelResult:
             if cached is None:
                 return _compute(task, cache, minimizer, key, sha, data, stamp)
     full_sum = cache.get_fullsum(sha)
-    if full_sum is None and cached.btf and (raw := cache.get_raw(sha)) is not None:
-        # A cache entry older than the full-BTF checksums: its raw BTF gives the checksum.
-        full_sum = fullsum_of(raw)
-        with contextlib.suppress(OSError):
-            cache.put_fullsum(sha, full_sum)
+    if full_sum is None and cached.btf:
+        # A cache entry older than the full-BTF checksums, or whose checksum was evicted.
+        full_sum = _recover_fullsum(cache, sha, kernel, data)
     return KernelResult(kernel=kernel, status="cached" if cached.btf else "failed",
                         btf=cached.btf, message=cached.error, kernel_sha=sha, stamp=stamp,
                         full_sum=full_sum)
@@ -277,29 +277,82 @@ def fullsum_of(raw: bytes) -> str:
     return f"{len(raw)}:{hashlib.sha256(raw).hexdigest()}"
 
 
+def _recover_fullsum(cache: Cache, sha: str, kernel: Kernel, data: bytes | None) -> str | None:
+    """The full BTF's checksum from the cached BTF when it is the full one, else from the
+    archive file (a stripped entry cannot give it). None when neither can be read."""
+    entry = cache.get_kernel(sha)
+    try:
+        if entry is not None and not entry.stripped:
+            full_sum = fullsum_of(entry.btf)
+        else:
+            if data is None:
+                data = kernel.path.read_bytes()
+            full_sum = fullsum_of(kernel_btf_of(data, what=kernel.path))
+    except (OSError, InputError):
+        return None
+    with contextlib.suppress(OSError):
+        cache.put_fullsum(sha, full_sum)
+    return full_sum
+
+
+_objects = ObjectCache()  # this process's parsed objects, for strip.serves
+
+
+def _stripped_serves(objects: Sequence[Path]) -> bool:
+    """Whether these objects minimize the same against a stripped kernel (strip.serves); an
+    object that does not parse says no, so the minimizer sees the full BTF and reports it."""
+    try:
+        return strip.serves(_objects.get_all(objects))
+    except (ObjectError, OSError, BTFError):
+        return False
+
+
+def kernel_btf(cache: Cache, sha: str, kernel: Kernel, data: bytes | None,
+               objects: Sequence[Path]) -> tuple[bytes, str | None, bool]:
+    """The kernel's BTF to minimize these objects against; the full BTF's checksum when this
+    call inflated the archive file (else None: the cache has it); whether it added the entry.
+
+    From the cache when it holds the kernel (stripped, unless the objects need the full BTF);
+    else from the archive file, and then the cache gets the stripped form (or the full one
+    without the compiled module), the checksum first: who finds the entry finds the checksum.
+    Cache writes are best effort: a full or read-only cache only costs xz next time.
+    """
+    entry = cache.get_kernel(sha)
+    serves = entry is None or not entry.stripped or _stripped_serves(objects)
+    if entry is not None and serves:
+        return entry.btf, None, False
+    if data is None:
+        data = kernel.path.read_bytes()
+    raw = kernel_btf_of(data, what=kernel.path)
+    full_sum = fullsum_of(raw)  # of the full BTF, before stripping
+    if entry is not None:  # stripped, and these objects need the full BTF: keep the entry
+        if cache.get_fullsum(sha) is None:
+            with contextlib.suppress(OSError):
+                cache.put_fullsum(sha, full_sum)
+        return raw, full_sum, False
+    stripped = strip.strip(raw)
+    with contextlib.suppress(OSError):
+        cache.put_fullsum(sha, full_sum)
+        cache.put_kernel(sha, raw if stripped is None else stripped,
+                         stripped=stripped is not None)
+    if stripped is not None and _stripped_serves(objects):
+        return stripped, full_sum, True
+    return raw, full_sum, True
+
+
 def _compute(task: Task, cache: Cache, minimizer: Minimizer, key: str, sha: str,
              data: bytes | None, stamp: list[object] | None) -> KernelResult:
     kernel = task.kernel
-    spare: Path | None = None  # the raw BTF in a file, for a minimizer that reads one
+    spare: Path | None = None  # the kernel BTF in a file, for a minimizer that reads one
     try:
-        raw = cache.get_raw(sha)
-        inflated = raw is None
-        if raw is None:
-            if data is None:
-                data = kernel.path.read_bytes()
-            raw = kernel_btf_of(data, what=kernel.path)
-            with contextlib.suppress(OSError):  # a full cache only costs xz next time
-                cache.put_raw(sha, raw)
+        btf, full_sum, inflated = kernel_btf(cache, sha, kernel, data, task.objects)
         kernel_file = kernel.path
         if minimizer.reads_file:
-            kernel_file = spare = _spare_file(raw)
-        out = minimizer.minimize(kernel_file, task.objects, data=raw, index=cache.index_path(sha))
+            kernel_file = spare = _spare_file(btf)
+        out = minimizer.minimize(kernel_file, task.objects, data=btf, index=cache.index_path(sha))
         check_btf(out, what=f"{minimizer.identity()} output for {kernel.key}")
-        # Hashed once per kernel: a run whose relocations changed reads the recorded one.
-        full_sum = None if inflated else cache.get_fullsum(sha)
-        new_sum = full_sum is None
-        if full_sum is None:
-            full_sum = fullsum_of(raw)
+        if full_sum is None:  # hashed once per kernel: read the recorded one
+            full_sum = cache.get_fullsum(sha) or _recover_fullsum(cache, sha, kernel, data)
     except (InputError, MinimizeError) as exc:
         # Remember deterministic failures so an unchanged re-run runs no minimizer; a minimizer
         # killed by a signal (Ctrl-C) is not the kernel's fault and is retried next time.
@@ -316,8 +369,6 @@ def _compute(task: Task, cache: Cache, minimizer: Minimizer, key: str, sha: str,
             with contextlib.suppress(OSError):
                 spare.unlink()
     with contextlib.suppress(OSError):
-        if new_sum:  # before the entry: who finds the entry finds the checksum
-            cache.put_fullsum(sha, full_sum)
         cache.put_min(key, out)
     added = cache.entry_bytes(cache.min_path(key))
     if inflated:

@@ -160,6 +160,12 @@ def test_minimizer_writes_then_reuses_the_index(tmp_path: Path, bpf_objects: dic
     m = PythonMinimizer()
     plain = m.minimize(raw, obj)
     assert not idx.exists()
+    # With the compiled framing no index is kept (KEEP is False): framing is cheaper than it.
+    monkeypatch.setattr(btf_index, "KEEP", False)
+    assert m.minimize(raw, obj, index=idx) == plain
+    assert not idx.exists()
+    # Where the framing runs in Python, the index is kept and read back.
+    monkeypatch.setattr(btf_index, "KEEP", True)
     assert m.minimize(raw, obj, index=idx) == plain
     written = idx.read_bytes()
     assert written.startswith(btf_index.MAGIC)
@@ -169,7 +175,7 @@ def test_minimizer_writes_then_reuses_the_index(tmp_path: Path, bpf_objects: dic
 
     monkeypatch.setattr(B, "index_types", no_walk)
     assert m.minimize(raw, obj, index=idx) == plain
-    monkeypatch.undo()
+    monkeypatch.setattr(B, "index_types", index_types)
     # A damaged index is rebuilt (and rewritten), never trusted.
     idx.write_bytes(written[:-8] + bytes(8))
     assert m.minimize(raw, obj, index=idx) == plain
@@ -182,6 +188,7 @@ def test_generate_frames_each_kernel_once(tmp_path: Path, real_archive: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A run whose relocations changed reads every kernel's index from the cache (jobs=1 keeps
     the minimizer in this process, where the walk can be counted)."""
+    monkeypatch.setattr(btf_index, "KEEP", True)  # the index where framing runs in Python
     walks: list[int] = []
     real = B.index_types
 

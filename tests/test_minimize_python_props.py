@@ -120,6 +120,22 @@ def kernels(draw: st.DrawFn) -> bytes:
                 b.enum64(ename + flav, 8, numbered)
     if draw(st.booleans()):
         b.union("bpf_attr", 4, [("map_type", ints[2], 0, 0)])
+    # What a real kernel has besides: functions (some sharing a prototype with a struct's
+    # function pointer), per-cpu variables, declaration tags. No relocation reaches them; the
+    # cache's stripped kernels (gobtfgen.btf.strip) drop them, tests/test_strip.py checks that
+    # changes nothing.
+    for _ in range(draw(st.integers(0, 4))):
+        params = [(f"p{i}", b.ptr(draw(st.sampled_from(pool))) if draw(st.booleans())
+                   else draw(st.sampled_from(pool))) for i in range(draw(st.integers(0, 3)))]
+        proto = b.func_proto(draw(st.sampled_from(ints)), params)
+        if draw(st.booleans()):
+            b.struct("gbt_ops", 8, [("fn", b.ptr(proto), 0, 0)])
+        fn = b.func(draw(st.sampled_from(["do_thing", "gbt_dup", "task_struct"])), proto)
+        if draw(st.booleans()):
+            b.decl_tag("tag", fn)
+    if draw(st.booleans()):
+        var = b.var("percpu_thing", b.array(draw(st.sampled_from(pool)), ints[0], 4))
+        b.datasec(".data..percpu", 64, [(var, 0, 64)])
     return b.to_bytes()
 
 

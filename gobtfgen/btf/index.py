@@ -28,6 +28,7 @@ import zlib
 from array import array
 
 from gobtfgen.btf import BTF, BTFError, TypeIndex, parse_header
+from gobtfgen.btf.native import native
 from gobtfgen.fileio import write_atomic
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads this name)
@@ -36,6 +37,11 @@ if TYPE_CHECKING:
     from os import PathLike
 
 MAGIC = b"GBTFIX\0\4"
+# Kept only when the framing runs in Python. The compiled framing (gobtfgen/_native.c) frames a
+# 100k-type kernel in about a millisecond: less than reading this file back (2 ms) and far
+# less than writing it (2-7 ms, measured on the sample), so with it load() and store() do
+# nothing and the cache holds no index files.
+KEEP = native is None
 _HEAD = struct.Struct("<IIII")
 
 
@@ -110,8 +116,9 @@ def decode(blob: bytes, type_len: int) -> TypeIndex | None:
 
 
 def load(path: str | PathLike[str] | None, kernel_data: bytes | memoryview) -> TypeIndex | None:
-    """The index kept at path for this kernel blob, or None (no file, or not this blob's)."""
-    if path is None:
+    """The index kept at path for this kernel blob, or None (no file, or not this blob's, or
+    not kept: KEEP)."""
+    if path is None or not KEEP:
         return None
     try:
         with open(path, "rb") as f:
@@ -130,8 +137,8 @@ def load(path: str | PathLike[str] | None, kernel_data: bytes | memoryview) -> T
 
 def store(path: str | PathLike[str] | None, kernel: BTF) -> None:
     """Keep kernel's index at path unless it came from there. Best effort, like every cache
-    write: a full or read-only cache costs the walk next time."""
-    if path is None or kernel.index_reused:
+    write: a full or read-only cache costs the walk next time. Nothing when not KEEP."""
+    if path is None or kernel.index_reused or not KEEP:
         return
     try:  # noqa: SIM105 (contextlib costs `gobtfgen minimize` 1-2 ms to import)
         write_atomic(path, encode(kernel.index, kernel.header.type_len))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import os
 import sys
@@ -12,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from gobtfgen import checker, fetch
-from gobtfgen.archive import Kernel, kernel_btf_of, read_archive_file, scan_archive
+from gobtfgen.archive import Kernel, read_archive_file, scan_archive
 from gobtfgen.btf.ext import ObjectCache, ObjectError, ParsedObject
 from gobtfgen.cache import Cache, default_cache_dir
 from gobtfgen.errors import GobtfgenError, InputError, UsageError
 from gobtfgen.objects import discover, read_object
 from gobtfgen.options import add, add_cache_limit, add_kernel_filters, parse_cache_limit
+from gobtfgen.pipeline import kernel_btf
 from gobtfgen.pool import process_pool
 
 _objects = ObjectCache()
@@ -66,25 +66,22 @@ def _parse(path: Path) -> ParsedObject:
         raise InputError(f"{path}: {exc}; pass a BPF object built by clang -g") from None
 
 
-def _raw_kernel(kernel: Kernel, cache: Cache) -> tuple[bytes, Path | None]:
-    """The kernel's raw BTF, from generate's cache when it has it (no xz), and where its type
-    index is kept. Cache writes are best effort: a read-only cache only costs time."""
+def _kernel_btf(kernel: Kernel, object_paths: Sequence[Path],
+                cache: Cache) -> tuple[bytes, Path | None]:
+    """The kernel's BTF, from generate's cache when it has it (no xz; stripped unless the
+    objects need the full one), and where its type index is kept. Cache writes are best
+    effort: a read-only cache only costs time."""
     data = read_archive_file(kernel.path)  # read once: hashed, and inflated when not cached
     sha = hashlib.sha256(data).hexdigest()
-    raw = cache.get_raw(sha)
-    if raw is not None:
-        return raw, cache.index_path(sha)
-    raw = kernel_btf_of(data, what=kernel.path)
-    with contextlib.suppress(OSError):
-        cache.put_raw(sha, raw)
-    return raw, cache.index_path(sha)
+    btf, _, _ = kernel_btf(cache, sha, kernel, data, object_paths)
+    return btf, cache.index_path(sha)
 
 
 def _check_one(kernel: Kernel, object_paths: Sequence[Path],
                cache_dir: str) -> checker.KernelReport:
     objs = [_parse(p) for p in object_paths]
     try:
-        raw, index_file = _raw_kernel(kernel, Cache(Path(cache_dir)))
+        raw, index_file = _kernel_btf(kernel, object_paths, Cache(Path(cache_dir)))
     except GobtfgenError as exc:
         return checker.KernelReport(kernel=kernel.key, error=str(exc))
     return checker.check_kernel(kernel.key, raw, objs, index_file=index_file)
