@@ -38,18 +38,20 @@ static int named_kind(unsigned k)
     }
 }
 
-/* Words of a record: 3 of common header, then the kind's extra words and vlen entries. */
-static uint64_t record_words(uint32_t info)
+/* Words of a record: 3 of common header, then the kind's extra words and vlen entries
+ * (a table, not a switch: this runs several times per record in strip). */
+static const uint8_t EXTRA_WORDS[32] = {
+    [K_INT] = 1, [K_ARRAY] = 3, [K_VAR] = 1, [K_DECL_TAG] = 1,
+};
+static const uint8_t WORDS_PER_VLEN[32] = {
+    [K_STRUCT] = 3, [K_UNION] = 3, [K_ENUM] = 2, [K_FUNC_PROTO] = 2, [K_DATASEC] = 3,
+    [K_ENUM64] = 3,
+};
+
+static inline uint64_t record_words(uint32_t info)
 {
     unsigned k = (info >> 24) & 0x1f;
-    uint64_t vlen = info & 0xffff;
-    switch (k) {
-    case K_INT: case K_VAR: case K_DECL_TAG: return 4;
-    case K_ARRAY: return 6;
-    case K_STRUCT: case K_UNION: case K_DATASEC: case K_ENUM64: return 3 + 3 * vlen;
-    case K_ENUM: case K_FUNC_PROTO: return 3 + 2 * vlen;
-    default: return 3;
-    }
+    return 3u + EXTRA_WORDS[k] + (uint64_t)(info & 0xffff) * WORDS_PER_VLEN[k];
 }
 
 /* Frames words[0..n): offs[id] = word offset of type id (offs[0] = 0 is void). Returns the
@@ -161,10 +163,12 @@ static PyObject *native_frame(PyObject *self, PyObject *args)
     return res;
 }
 
-/* The type ids a record refers to (libbpf's btf_type_visit_type_ids), one callback each;
- * returns -1 (exception set) on an id >= count. */
+/* Marks the type ids a record refers to (libbpf's btf_type_visit_type_ids) as kept: keep[]
+ * is 0 (not kept), 1 (kept, its references not marked yet) or 2 (done). A newly kept id below
+ * `below` (the caller's scan position) is pushed on the stack, one at or above it is left to
+ * the scan. Returns -1 (exception set) on an id >= count. */
 static int mark_refs(const uint32_t *w, uint32_t count, uint8_t *keep, uint32_t *stack,
-                     size_t *sp)
+                     size_t *sp, uint32_t below)
 {
     uint32_t info = w[1];
     unsigned k = (info >> 24) & 0x1f;
@@ -202,7 +206,8 @@ static int mark_refs(const uint32_t *w, uint32_t count, uint8_t *keep, uint32_t 
         }
         if (!keep[ref]) {
             keep[ref] = 1;
-            stack[(*sp)++] = ref;
+            if (ref < below)
+                stack[(*sp)++] = ref;
         }
     }
     return 0;
@@ -295,22 +300,34 @@ static PyObject *native_strip(PyObject *self, PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
-    keep[0] = 1;
+    keep[0] = 2;
     size_t sp = 0;
     Py_ssize_t t;
     /* Roots: every named-kind record (CO-RE finds candidates by name among these kinds only;
-     * anonymous ones of these kinds are kept too, which costs little and decides nothing). */
+     * anonymous ones of these kinds are kept too, which costs little and decides nothing).
+     * One scan in id order marks what kept records refer to: ids ahead are reached by the
+     * scan itself, ids behind go through the stack at once. Each record's references are
+     * marked once (linear), and the scan reads the section in order, which a depth-first walk
+     * from every root does not (measured: 4-5 ms a kernel for the walk, mostly cache misses). */
     for (t = 1; t < count; t++) {
         unsigned k = (w32[offs[t] + 1] >> 24) & 0x1f;
-        if (named_kind(k)) {
+        if (named_kind(k))
             keep[t] = 1;
-            stack[sp++] = (uint32_t)t;
-        }
     }
-    while (sp) {
-        uint32_t id = stack[--sp];
-        if (mark_refs(w32 + offs[id], (uint32_t)count, keep, stack, &sp))
+    for (t = 1; t < count; t++) {
+        if (keep[t] != 1)
+            continue;
+        keep[t] = 2;
+        if (mark_refs(w32 + offs[t], (uint32_t)count, keep, stack, &sp, (uint32_t)t))
             goto done;
+        while (sp) {
+            uint32_t id = stack[--sp];
+            if (keep[id] != 1)
+                continue;
+            keep[id] = 2;
+            if (mark_refs(w32 + offs[id], (uint32_t)count, keep, stack, &sp, (uint32_t)t))
+                goto done;
+        }
     }
     /* Output: header, the kept records verbatim and a 3-word `void *` for each other one
      * (ids do not move), then the string section with only the kept records' strings. */
