@@ -8,8 +8,11 @@ Layout under the cache dir (default `$XDG_CACHE_HOME/gobtfgen`):
                                           on disk (34% unstripped), read back 15x faster than xz
   raw/<sha256>.idx                        where each of its type records starts (written by the
                                           built-in minimizer, gobtfgen.btf.index, compressed), so
-                                          it is framed once, not once per run
+                                          it is framed once, not once per run; only without the
+                                          C extension, whose framing is cheaper than the file
   min/<key>.btf | min/<key>.err           a minimized BTF, or the one-line reason it failed
+  pack/<pack key>.pack                    a packed payload and its stats, by its input
+                                          (gobtfgen.pack.pack_key)
   fullsum/<sha256>                        the size and sha256 of the kernel's raw BTF
   filememo.json                           (path, size, mtime, inode) -> sha256 or CO-RE
                                           signature, so unchanged inputs are not re-read
@@ -408,6 +411,37 @@ class Cache:
 
     def put_min_error(self, key: str, message: str) -> None:
         atomic_write(self.min_dir / key[:2] / f"{key}.err", _wrap(message.encode()))
+
+    # -- packed payloads (gobtfgen.pack.pack_key) -------------------------------------------
+    def pack_path(self, key: str) -> Path:
+        return self.root / "pack" / f"{key}.pack"
+
+    def get_pack(self, key: str) -> tuple[bytes, dict[str, Any]] | None:
+        """A payload packed before from the same input, and its stats; None if none is kept
+        (or the entry does not check out: deleted, packed again)."""
+        path = self.pack_path(key)
+        try:
+            data = _unwrap(path.read_bytes())
+        except OSError:
+            return None
+        try:
+            if data is None:
+                raise ValueError("damaged")
+            (head_len,) = struct.unpack_from("<I", data)
+            stats = json.loads(data[4:4 + head_len])
+            if not isinstance(stats, dict):
+                raise ValueError("not a stats record")
+        except (ValueError, struct.error):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        return data[4 + head_len:], stats
+
+    def put_pack(self, key: str, payload: bytes, stats: dict[str, Any]) -> None:
+        head = json.dumps(stats, sort_keys=True).encode()
+        atomic_write(self.pack_path(key), _wrap(struct.pack("<I", len(head)) + head + payload))
 
 
 _MIN_MAGIC = b"GBTFMN\0\1"

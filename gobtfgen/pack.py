@@ -36,6 +36,13 @@ CHUNK_TARGET = 256 << 10
 # Zopfli's default: more iterations save a few bytes on the sample (2,237 -> 2,235 at 50) at
 # three times the packing time.
 ZOPFLI_ITERATIONS = 15
+# Zopfli's cost grows faster than its input: 0.7 s for the 70 KB a 1,400-kernel arch packs,
+# 2.4 s for 138 KB (2,900 kernels), about the time a whole relocations-changed run spends on
+# all of them (at any iteration count: one iteration still takes 1.5 s there). Above this
+# input size, zlib at level 9 (1-2 ms): 25% larger there, 0.06% of the kernels' bpftool size
+# instead of 0.05% (the per-kernel keys dominate such payloads). The sample's payloads stay
+# far under it.
+ZOPFLI_MAX_INPUT = 48 << 10
 # Similarity ordering (see docs/payload-format.md, "Kernel order"): 8-byte shingles sampled every
 # 4 bytes, compared against what DEFLATE's 32 KiB window still holds; the next blob is chosen
 # among the first ORDER_CANDIDATES unplaced ones in key order, so packing stays linear in the
@@ -121,9 +128,9 @@ def _deflate_parts(parts: Sequence[bytes]) -> bytes:
     encoder that also chooses where blocks (and their Huffman codes) start, so each column
     still gets codes fitted to it. On the payloads it is 3-4% smaller than zlib at level 9
     with a flush between parts (docs/payload-format.md, "Why this design"); readers see an
-    ordinary stream, and packing stays well under a second for a 2,000-kernel payload."""
+    ordinary stream. Inputs over ZOPFLI_MAX_INPUT (whole-archive payloads) get zlib level 9."""
     data = b"".join(parts)
-    if not data:
+    if not data or len(data) > ZOPFLI_MAX_INPUT:
         comp = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
         return comp.compress(data) + comp.flush()
     from zopfli.zopfli import compress  # a packer-only dependency: readers never need it
@@ -207,6 +214,24 @@ def _unique_blobs(entries: Mapping[str, bytes]) -> tuple[list[str], list[bytes],
             blobs.append(data)
         entry_blob.append(blob_index[digest])
     return keys, blobs, entry_blob
+
+
+# Bump when pack() would write other bytes for the same input (a compressor setting, the order,
+# the format): payloads kept in the cache under pack_key are then packed again.
+PACKER_REVISION = 1
+
+
+def pack_key(arch: str, entries: Mapping[str, bytes], *, version: int = VERSION) -> str:
+    """What pack(arch, entries, version=version) depends on, hashed: the cache keeps payloads
+    under it, so a run whose minimized BTFs are those of an earlier run (an edit that kept the
+    relocations) packs nothing (Zopfli takes about a second on the sample's payloads)."""
+    from gobtfgen import __version__
+
+    h = hashlib.sha256(f"gobtfgen {__version__} packer {PACKER_REVISION}\0{arch}\0{version}\0"
+                       .encode())
+    for key in sorted(entries, key=lambda k: k.encode()):
+        h.update(key.encode() + b"\0" + hashlib.sha256(entries[key]).digest())
+    return h.hexdigest()
 
 
 def pack(arch: str, entries: Mapping[str, bytes], *, version: int = VERSION,

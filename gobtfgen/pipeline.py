@@ -643,6 +643,20 @@ def _archive_doc(options: GenerateOptions) -> dict[str, object]:
     return doc
 
 
+def _packed(cache: Cache, arch: str, entries: dict[str, bytes], version: int
+            ) -> tuple[bytes, pack.PackStats]:
+    """pack.pack, or the payload the cache kept for the same input (best effort both ways)."""
+    key = pack.pack_key(arch, entries, version=version)
+    hit = cache.get_pack(key)
+    if hit is not None:
+        with contextlib.suppress(TypeError):  # a stats record of other fields: pack again
+            return hit[0], pack.PackStats(**hit[1])
+    payload, stats = pack.pack(arch, entries, version=version)
+    with contextlib.suppress(OSError):
+        cache.put_pack(key, payload, dataclasses.asdict(stats))
+    return payload, stats
+
+
 def _run_digest(options: GenerateOptions, p: Plan, kernel_shas: Sequence[str],
                 identity: str) -> str:
     """Everything an output depends on. Equal digests and untouched outputs: nothing to do."""
@@ -750,7 +764,7 @@ def _build(options: GenerateOptions) -> Outcome:
     version = targets.payload_version(selected)
     for arch in ARCHES:  # every arch gets a payload, so every build target finds its file
         entries = {r.kernel.key: r.btf for r in usable if r.kernel.arch == arch and r.btf}
-        payloads[arch], stats[arch] = pack.pack(arch, entries, version=version)
+        payloads[arch], stats[arch] = _packed(cache, arch, entries, version)
     target_input = targets.TargetInput(options=target_options, payloads=payloads, stats=stats,
                                        btfs={r.kernel.key: r.btf for r in usable if r.btf},
                                        full_sums={r.kernel.key: r.full_sum for r in usable

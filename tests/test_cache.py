@@ -242,3 +242,41 @@ def test_generate_keeps_the_cache_under_cache_limit(tmp_path: Path,
     assert run(capped, tmp_path / "out2", "--cache-limit", "0") == want
     assert not list(capped.glob("raw/*")) and not list(capped.glob("min/*/*"))
     assert Cache(capped).usage() <= 16 << 10  # the run's record and the file memo
+
+
+@pytest.mark.tools
+def test_a_run_with_the_same_minimized_btfs_reuses_the_packed_payload(
+        tmp_path: Path, probe_objects: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edit that keeps the relocations gives the same minimized BTFs: the payloads come
+    from the cache (pack_key), byte for byte what packing gives; a damaged one is packed again."""
+    from gobtfgen import pack
+
+    archive = tmp_path / "archive"
+    for key in ("debian/12/x86_64/6.1.0-56-amd64", "debian/12/arm64/6.1.0-56-cloud-arm64"):
+        link = archive / f"{key}.btf.tar.xz"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(realkernels.kernel(key), link)
+    cache = tmp_path / "cache"
+    obj_path = tmp_path / "probe_bpfel.o"  # one path: the outputs name it
+
+    def run(obj: str, out: str) -> dict[str, bytes]:
+        obj_path.write_bytes(probe_objects[obj].read_bytes())
+        assert cli.main(["generate", "--archive", str(archive), "--object", str(obj_path),
+                         "--output-dir", str(tmp_path / out), "--cache-dir", str(cache),
+                         "--jobs", "1", "--quiet"]) == 0
+        return {p.name: p.read_bytes() for p in sorted((tmp_path / out).iterdir())}
+
+    want = run("base", "first")
+    kept = sorted(cache.glob("pack/*.pack"))
+    assert len(kept) == 2  # one payload per arch
+    real_pack = pack.pack
+
+    def no_pack(*args: object, **kwargs: object) -> object:
+        raise AssertionError("packed again although the cache kept this payload")
+
+    monkeypatch.setattr(pack, "pack", no_pack)
+    assert run("code", "second") == want
+    kept[0].write_bytes(kept[0].read_bytes()[:-3])  # truncated: not used, packed again
+    monkeypatch.setattr(pack, "pack", real_pack)
+    assert run("code", "third") == want
+    assert Cache(cache).get_pack(kept[0].stem) is not None
