@@ -37,13 +37,14 @@ import os
 import re
 import stat
 import struct
-import tempfile
 import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from gobtfgen.fileio import write_atomic
 
 DEFAULT_LIMIT = 10 << 30  # bytes of disk the whole cache may use; least recently used goes first
 LIMIT_ENV = "GOBTFGEN_CACHE_LIMIT"
@@ -74,17 +75,9 @@ def _file_mode() -> int:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    # Not tempfile.mkstemp: it names its file only once created, so a Ctrl-C landing in between
+    # left a temp file no one could name; write_atomic chooses the name first.
+    write_atomic(path, data)
 
 
 FILE_MODE = _file_mode()

@@ -1,8 +1,8 @@
-"""Atomic file writes with os alone, for `gobtfgen minimize`'s fast path.
+"""Atomic file writes with os alone: every cache entry (gobtfgen.cache.atomic_write calls this)
+and `gobtfgen minimize`'s fast path.
 
-gobtfgen.cache.atomic_write does the same through tempfile, which costs a one-kernel command
-2-5 ms to import (random, shutil, hashlib): the command's replay and its cold path, and the
-type index file they write, use this one. The result is the same: a temp name in the target's
+os alone, not tempfile, which costs a one-kernel command 2-5 ms to import (random, shutil,
+hashlib), and whose mkstemp names its file only after creating it. A temp name in the target's
 directory, renamed over it, the mode a plain open() gives (0666 less the umask), nothing left
 behind when the write fails or is interrupted.
 """

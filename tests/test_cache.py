@@ -280,3 +280,44 @@ def test_a_run_with_the_same_minimized_btfs_reuses_the_packed_payload(
     monkeypatch.setattr(pack, "pack", real_pack)
     assert run("code", "third") == want
     assert Cache(cache).get_pack(kept[0].stem) is not None
+
+
+@pytest.mark.parametrize("where", ["open returns", "rename"])
+def test_ctrl_c_in_atomic_write_leaves_no_temp_file_and_the_old_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    # "open returns": the temp file exists but the interrupt lands before its descriptor is
+    # stored, the window tempfile.mkstemp left open (its name was known only after it returned).
+    from gobtfgen.cache import atomic_write
+
+    target = tmp_path / "entries" / "entry.zst"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    real_open, real_replace = os.open, os.replace
+    interrupted: list[str] = []
+
+    def open_then_ctrl_c(path: str, flags: int, mode: int = 0o777) -> int:
+        fd = real_open(path, flags, mode)
+        if os.path.dirname(path) == str(target.parent):
+            os.close(fd)
+            interrupted.append(path)
+            raise KeyboardInterrupt
+        return fd
+
+    def replace_ctrl_c(src: str, dst: str) -> None:
+        if os.path.dirname(src) == str(target.parent):
+            interrupted.append(src)
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    if where == "open returns":
+        monkeypatch.setattr(os, "open", open_then_ctrl_c)
+    else:
+        monkeypatch.setattr(os, "replace", replace_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, b"new entry")
+    monkeypatch.undo()
+    assert interrupted, "the interrupt was never raised: atomic_write no longer uses os.open"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["entry.zst"]
+    assert target.read_bytes() == b"old"
+    atomic_write(target, b"new entry")
+    assert target.read_bytes() == b"new entry"
