@@ -23,13 +23,20 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from gobtfgen.errors import InputError
+
 MAGIC = b"GBTF"
 VERSION = 2  # what pack() writes unless asked otherwise
 LEGACY_VERSION = 1
 VERSIONS = (LEGACY_VERSION, VERSION)
 HEADER = struct.Struct("<4sBBHII")
 MAX_INDEX_LEN = 64 << 20
+# The Go, C and Rust readers reject a group whose columns add up to more (btfgenMaxGroupLen,
+# BTFGEN_MAX_GROUP_LEN, MAX_GROUP_LEN): the writer starts a new group before one would.
 MAX_GROUP_LEN = 64 << 20
+# Under this much room left in a group, the writer bounds the next node's bytes before adding
+# it (one node of 65,535 members takes about 1 MiB); above it, no node can fill the room.
+NODE_ROOM = 4 << 20
 # Version 1: about 256 KiB of minimized BTF per chunk: a lookup inflates one chunk (well under a
 # millisecond), while neighbouring kernels of one distro still share a DEFLATE window.
 CHUNK_TARGET = 256 << 10
@@ -218,7 +225,9 @@ def _unique_blobs(entries: Mapping[str, bytes]) -> tuple[list[str], list[bytes],
 
 # Bump when pack() would write other bytes for the same input (a compressor setting, the order,
 # the format): payloads kept in the cache under pack_key are then packed again.
-PACKER_REVISION = 1
+# 2: groups stay within MAX_GROUP_LEN (a long run of kernels stored whole made a group the
+# readers reject).
+PACKER_REVISION = 2
 
 
 def pack_key(arch: str, entries: Mapping[str, bytes], *, version: int = VERSION) -> str:
@@ -576,17 +585,28 @@ def _pack_v2(arch: str, entries: Mapping[str, bytes], *, order: str,
     last_of_name: dict[int, tuple[int, list[int]]] = {}
     node_done = 0
 
+    def most_bytes(it: int) -> int:
+        # At most what a node adds to its group: each word a varint of at most 5 bytes (stored
+        # words are under 2^35), every name in it and every anchor it refers to a new string.
+        t = item_cells[it]
+        return 5 * len(t.roles) + sum(len(c) + 1 for c in t.cells if isinstance(c, bytes)) \
+            + sum(len(anchor_name[r]) + 1 for r in refs[it] if r <= -2)
+
     def emit_nodes_upto(last: int) -> None:
         nonlocal node_done
         while node_done < last:
             node_done += 1
+            it = first_item[node_done]
+            t = item_cells[it]
             g = groups[-1]
-            if g.nodes and g.size() >= group_target:
+            size = g.size()
+            # A group of kernels stored whole and no node yet may already be past group_target:
+            # it takes nodes while they fit the readers' limit.
+            if g.nodes and size >= group_target or size and size > MAX_GROUP_LEN - NODE_ROOM \
+                    and size + most_bytes(it) > MAX_GROUP_LEN:
                 groups.append(_new_group(node_done, len(string_no) + 1))
                 g = groups[-1]
                 last_of_name.clear()
-            it = first_item[node_done]
-            t = item_cells[it]
             name_cell, info = t.cells[0], t.cells[1]
             assert isinstance(name_cell, bytes) and isinstance(info, int)
             name = string(name_cell) if name_cell else 0
@@ -637,7 +657,17 @@ def _pack_v2(arch: str, entries: Mapping[str, bytes], *, order: str,
         blob = blobs[blob_no]
         if parsed[row] is None:
             raw_kernels += 1
+            if len(blob) > MAX_GROUP_LEN:
+                names = ", ".join(k for k, b in zip(keys, entry_blob, strict=True)
+                                  if b == blob_no)
+                raise InputError(f"{names}: its minimized BTF is {len(blob):,} bytes, over the "
+                                 f"{MAX_GROUP_LEN:,} a payload can hold for one kernel; leave "
+                                 "the kernel out of the archive")
             g = groups[-1]
+            if g.size() + len(blob) > MAX_GROUP_LEN:
+                groups.append(_new_group(node_done + 1, len(string_no) + 1))
+                g = groups[-1]
+                last_of_name.clear()
             kernel_rows.append(_uvarint(1) + struct.pack("<I", zlib.crc32(blob))
                                + _uvarint(len(groups) - 1) + _uvarint(len(g.raw))
                                + _uvarint(len(blob)))
@@ -666,6 +696,10 @@ def _pack_v2(arch: str, entries: Mapping[str, bytes], *, order: str,
     data_area = bytearray()
     group_rows = bytearray()
     for g in groups:
+        # A node whose names alone fill a group (past NODE_ROOM): no reader would take it.
+        if g.size() > MAX_GROUP_LEN:
+            raise InputError(f"{arch}: a payload group of {g.size():,} bytes, over the "
+                             f"readers' {MAX_GROUP_LEN:,}: a type's names are too long to pack")
         parts = [bytes(g.strings), bytes(g.sref), bytes(g.lit), bytes(g.tref), bytes(g.raw)]
         compressed = _deflate_parts(parts)
         group_rows += _uvarint(len(data_area)) + _uvarint(len(compressed))

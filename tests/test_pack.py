@@ -5,14 +5,17 @@ targets, and corrupt payloads."""
 from __future__ import annotations
 
 import os
+import re
 import struct
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from gobtfgen import pack
 from gobtfgen.btf import INT, PTR, UNION
+from gobtfgen.errors import InputError
 from tests import payloadcases
 from tests.payloadcases import family, kernel, rec, struct_rec
 
@@ -153,6 +156,42 @@ def test_unknown_kind_and_oversized_kernels_fall_back_to_raw(
     monkeypatch.setattr(pack, "MAX_LIST", 5)
     _, stats = v2({"a/1/x86_64/kind": bytes(words), "a/1/x86_64/big": good})
     assert stats.raw_kernels == 2
+
+
+def test_the_writer_uses_the_readers_group_limit() -> None:
+    # The test below lowers pack.MAX_GROUP_LEN; what the writer keeps to by default must be
+    # the limit every runtime enforces.
+    templates = Path(__file__).resolve().parents[1] / "templates"
+    limits = {"btfgen.go.j2": r"btfgenMaxGroupLen\s*= (\d+) << (\d+)\n",
+              "btfgen.c.j2": r"#define BTFGEN_MAX_GROUP_LEN \((\d+)u << (\d+)\)\n",
+              "btfgen.rs.j2": r"const MAX_GROUP_LEN: u64 = (\d+) << (\d+);\n"}
+    for name, pattern in limits.items():
+        found = re.search(pattern, (templates / name).read_text())
+        assert found is not None, f"{name}: no group limit matching {pattern!r}"
+        assert int(found[1]) << int(found[2]) == pack.MAX_GROUP_LEN, name
+
+
+def test_kernels_stored_whole_start_a_new_group_before_the_readers_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Thirty-two kernels stored whole (not BTF), 990 bytes each, then (in payload order) a
+    # family of node kernels: under a limit of 4,000 bytes a group, one group holds four whole
+    # kernels, and the nodes after the last such group (no node in it yet, so past
+    # group_target without starting a new one) go to it while they fit, then to a new one. The
+    # reference reader enforces the same (lowered) limit.
+    limit = 4000
+    monkeypatch.setattr(pack, "MAX_GROUP_LEN", limit)
+    entries = {f"raw/1/x86_64/r{i:02}": b"raw%02d" % i + os.urandom(985) for i in range(32)}
+    entries |= family(6)
+    payload, stats = v2(entries)
+    assert stats.raw_kernels == 32 and stats.nodes > 0
+    x = decoder(payload)
+    sizes = [sum(g.lengths) for g in x.groups]
+    assert max(sizes) <= limit and len(x.groups) == 32 // 4 + 1, sizes
+    assert x.groups[-1].lengths[4] == 0 and x.groups[-1].nodes > 0
+
+    too_big = {"big/1/x86_64/r": os.urandom(limit + 1)}
+    with pytest.raises(InputError, match=r"big/1/x86_64/r: its minimized BTF is 4,001 bytes"):
+        pack.pack("x86_64", too_big)
 
 
 def test_list_program_round_trip() -> None:
