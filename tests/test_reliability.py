@@ -174,3 +174,21 @@ def test_scale_benchmark_runs_small(tmp_path: Path, real_archive: Path) -> None:
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "kernels" in done.stdout and "peak RSS" in done.stdout
+
+
+def test_scale_benchmarks_report_gobtfgen_s_own_peak_not_the_benchmark_s() -> None:
+    """ru_maxrss survives exec: a benchmark that had grown to 256 MiB saw its own peak as
+    gobtfgen's. The wrapper's figure stays gobtfgen's (an interpreter and `gobtfgen host`)."""
+    from benchmarks.bench_scale import WRAPPER
+
+    grown = bytearray(256 << 20)
+    grown[::4096] = b"\1" * (len(grown) // 4096)  # a byte a page: every page resident
+    with open("/proc/self/status") as f:
+        ours = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    assert ours >= 256 << 10
+    done = subprocess.run([sys.executable, "-c", WRAPPER, "host"], env=ENV, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    del grown
+    assert done.returncode == 0, done.stderr
+    reported = int(done.stderr.split("maxrss_kib ")[1].split()[0])
+    assert reported < 128 << 10, f"gobtfgen host reported {reported} KiB (this process: {ours})"
