@@ -10,6 +10,8 @@
  * strip(raw)    -> bytes or None: the kernel BTF with every record no CO-RE relocation can
  *                  reach replaced by `void *` and the strings only those records use zeroed
  *                  (gobtfgen/btf/strip.py says why that is safe and what it saves).
+ * names(...)    -> [(name, id)]: the candidate types of BTF._collect (the sections at the end).
+ * sha256(data)  -> digest or None: SHA-256 with the x86 SHA extensions (no hashlib import).
  *
  * Both read untrusted input: every offset, id and length is checked before use, and a
  * malformed blob raises ValueError with the message the Python code gives.
@@ -377,11 +379,19 @@ keep_whole:
     Py_RETURN_NONE;
 }
 
+static PyObject *native_names(PyObject *self, PyObject *args); /* at the end */
+static PyObject *native_sha256(PyObject *self, PyObject *args); /* at the end */
+
 static PyMethodDef native_methods[] = {
     {"frame", native_frame, METH_VARARGS,
      "frame(type_section) -> (offsets, named_at) as native u32 bytes (see index_types)."},
     {"strip", native_strip, METH_VARARGS,
      "strip(raw_btf) -> the BTF with records no CO-RE relocation reaches blanked, or None."},
+    {"names", native_names, METH_VARARGS,
+     "names(types, named_at, offsets, strings, str_len, prefixes, wanted) -> [(name, id)]"
+     " (see BTF._collect)."},
+    {"sha256", native_sha256, METH_VARARGS,
+     "sha256(data) -> the 32-byte SHA-256 digest, or None where the CPU lacks SHA extensions."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -393,4 +403,308 @@ static struct PyModuleDef native_module = {
 PyMODINIT_FUNC PyInit__native(void)
 {
     return PyModule_Create(&native_module);
+}
+
+
+/* ---------------------------------------------------------------------------------------
+ * names(): the candidate-name scan of gobtfgen.btf.BTF._collect, in C.
+ *
+ * A cold `gobtfgen minimize` looks for a dozen names among a kernel's 14k-90k records of named
+ * kinds; the Python scan (itemgetter, map, one startswith per record left) costs it 3-4 ms,
+ * this about 0.1. It is an exact port, the Python staying the reference: the same records in
+ * the same order, the same prefix filter (bytes.startswith over the blob after the string
+ * section's start, as the Python reads it), the same name (up to its NUL or the section's
+ * end, decoded as UTF-8 with errors="replace"), the same essential name, the same errors.
+ *
+ * The essential name is cut on the bytes, then decoded; the Python decodes, then cuts. The two
+ * agree: a '_' byte is always a '_' character of the decoded name and no other character is
+ * '_' (an ASCII byte ends any invalid sequence before it, and 0x5f is never a continuation
+ * byte), so the "X___Y" rule finds the same separator, and a cut just before an ASCII byte
+ * decodes to the decoded name's cut. */
+
+static inline uint32_t load_u32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4); /* the views may sit at any address */
+    return v;
+}
+
+/* gobtfgen.btf.essential_name_len on the name's bytes: the last "___" with something other
+ * than '_' on both sides (j >= 1 and j + 3 < n). */
+static size_t essential_len(const uint8_t *s, size_t n)
+{
+    size_t j;
+    if (n < 5)
+        return n;
+    for (j = n - 4; j >= 1; j--)
+        if (s[j] == '_' && s[j + 1] == '_' && s[j + 2] == '_' && s[j - 1] != '_'
+            && s[j + 3] != '_')
+            return j;
+    return n;
+}
+
+static PyObject *native_names(PyObject *self, PyObject *args)
+{
+    Py_buffer words, named, offs, strs;
+    Py_ssize_t str_len;
+    PyObject *prefixes, *wanted, *hits = NULL;
+    const char **pre = NULL;
+    Py_ssize_t *pre_len = NULL, n_pre, k;
+    /* prefixes by first byte: bucket b is order[start[b] .. start[b + 1]) */
+    Py_ssize_t start[257] = {0};
+    Py_ssize_t *order = NULL;
+    int match_all = 0, bad_name = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*nO!O:names", &words, &named, &offs, &strs, &str_len,
+                          &PyTuple_Type, &prefixes, &wanted))
+        return NULL;
+    const uint8_t *wb = words.buf, *nb = named.buf, *ob = offs.buf, *sb = strs.buf;
+    size_t n_words = (size_t)words.len / 4, n_named = (size_t)named.len / 4;
+    size_t n_offs = (size_t)offs.len / 4, s_view = (size_t)strs.len;
+    if (str_len < 0 || (size_t)str_len > s_view) {
+        PyErr_SetString(PyExc_ValueError, "BTF string section extends past the view given");
+        goto done;
+    }
+    size_t slen = (size_t)str_len;
+    n_pre = PyTuple_GET_SIZE(prefixes);
+    pre = PyMem_Malloc(((size_t)n_pre + 1) * sizeof *pre);
+    pre_len = PyMem_Malloc(((size_t)n_pre + 1) * sizeof *pre_len);
+    order = PyMem_Malloc(((size_t)n_pre + 1) * sizeof *order);
+    hits = PyList_New(0);
+    if (!pre || !pre_len || !order || !hits) {
+        if (hits)
+            PyErr_NoMemory();
+        Py_CLEAR(hits);
+        goto done;
+    }
+    for (k = 0; k < n_pre; k++) {
+        PyObject *p = PyTuple_GET_ITEM(prefixes, k);
+        if (!PyBytes_Check(p)) {
+            PyErr_SetString(PyExc_TypeError, "names: prefixes must be bytes");
+            Py_CLEAR(hits);
+            goto done;
+        }
+        pre[k] = PyBytes_AS_STRING(p);
+        pre_len[k] = PyBytes_GET_SIZE(p);
+        if (pre_len[k] == 0)
+            match_all = 1; /* b"".startswith matches anywhere, as in bytes.startswith */
+        else
+            start[(uint8_t)pre[k][0] + 1]++;
+    }
+    if (n_pre == 0 || n_named == 0)
+        goto done; /* _collect returns before looking at any record */
+    for (k = 1; k < 257; k++)
+        start[k] += start[k - 1];
+    {
+        Py_ssize_t fill[256];
+        memcpy(fill, start, sizeof fill);
+        for (k = 0; k < n_pre; k++)
+            if (pre_len[k])
+                order[fill[(uint8_t)pre[k][0]]++] = k;
+    }
+    for (size_t i = 0; i < n_named; i++) {
+        uint32_t at = load_u32(nb + 4 * i);
+        if (at >= n_words) {
+            /* what itemgetter over the words raises, before any name is looked at */
+            PyErr_SetString(PyExc_IndexError, "a named record's offset is past the type section");
+            Py_CLEAR(hits);
+            goto done;
+        }
+        uint32_t off = load_u32(wb + 4 * (size_t)at);
+        if (off >= slen) {
+            bad_name = 1; /* raised once every offset is known to be in the type section */
+            continue;
+        }
+        if (bad_name)
+            continue;
+        const uint8_t *name = sb + off;
+        size_t room = s_view - off; /* startswith may read past the section, as in Python */
+        int match = match_all;
+        for (Py_ssize_t b = start[name[0]]; !match && b < start[name[0] + 1]; b++) {
+            Py_ssize_t p = order[b];
+            match = (size_t)pre_len[p] <= room && !memcmp(name, pre[p], (size_t)pre_len[p]);
+        }
+        if (!match)
+            continue;
+        const uint8_t *nul = memchr(name, 0, slen - off);
+        size_t len = nul ? (size_t)(nul - name) : slen - off;
+        PyObject *key = PyUnicode_DecodeUTF8((const char *)name,
+                                             (Py_ssize_t)essential_len(name, len), "replace");
+        if (!key) {
+            Py_CLEAR(hits);
+            goto done;
+        }
+        int in = PySequence_Contains(wanted, key);
+        if (in <= 0) {
+            Py_DECREF(key);
+            if (in < 0) {
+                Py_CLEAR(hits);
+                goto done;
+            }
+            continue;
+        }
+        /* the type id: bisect_left(offsets, at, 1) */
+        size_t lo = 1, hi = n_offs;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (load_u32(ob + 4 * mid) < at)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        PyObject *pair = Py_BuildValue("(Nn)", key, (Py_ssize_t)lo);
+        if (!pair || PyList_Append(hits, pair)) {
+            Py_XDECREF(pair);
+            Py_CLEAR(hits);
+            goto done;
+        }
+        Py_DECREF(pair);
+    }
+    if (bad_name) {
+        PyErr_SetString(PyExc_ValueError,
+                        "a BTF type's name offset is past the string section");
+        Py_CLEAR(hits);
+    }
+done:
+    PyBuffer_Release(&words);
+    PyBuffer_Release(&named);
+    PyBuffer_Release(&offs);
+    PyBuffer_Release(&strs);
+    PyMem_Free(pre);
+    PyMem_Free(pre_len);
+    PyMem_Free(order);
+    return hits;
+}
+
+
+/* ---------------------------------------------------------------------------------------
+ * sha256(): SHA-256 with the x86 SHA extensions, so a cold `gobtfgen minimize` need not import
+ * hashlib.
+ *
+ * The kernel file's SHA-256 names its kept result (gobtfgen.minimize.replay). hashlib hashes
+ * with OpenSSL, which uses these same instructions (about 1 GB/s here), but importing it loads
+ * libcrypto: 2.5-3.5 ms of a cold run that has about 30 for its own work. These instructions
+ * hash as fast; CPython's own SHA-256 (no SHA extensions) is 5x slower on a kernel's
+ * megabytes. So: this where the CPU has the extensions (x86-64 since Goldmont and Zen), else
+ * None and the caller uses hashlib. The digest is SHA-256's either way (the tests compare
+ * with hashlib on every length around the block boundaries and on kernels). */
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+#define HAVE_SHA_X86 1
+
+static const uint32_t SHA256_K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2,
+};
+
+static int sha_x86_available(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_SSSE3) || !(c & bit_SSE4_1))
+        return 0;
+    if (__get_cpuid_max(0, NULL) < 7)
+        return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b & bit_SHA) != 0;
+}
+
+/* Hashes n 64-byte blocks into state (a..h). Four rounds per step: the state lives as ABEF and
+ * CDGH halves (what sha256rnds2 takes), the schedule as four vectors of four words, w[4g..4g+3]
+ * in msg[g % 4] (sha256msg1 / msg2 extend it; Intel's SHA extensions white paper's order). */
+__attribute__((target("sha,sse4.1,ssse3")))
+static void sha256_blocks_x86(uint32_t state[8], const uint8_t *data, size_t n)
+{
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i tmp = _mm_loadu_si128((const __m128i *)&state[0]);     /* a b c d */
+    __m128i st1 = _mm_loadu_si128((const __m128i *)&state[4]);     /* e f g h */
+    tmp = _mm_shuffle_epi32(tmp, 0xB1);                             /* CDAB */
+    st1 = _mm_shuffle_epi32(st1, 0x1B);                             /* EFGH */
+    __m128i st0 = _mm_alignr_epi8(tmp, st1, 8);                     /* ABEF */
+    st1 = _mm_blend_epi16(st1, tmp, 0xF0);                          /* CDGH */
+    for (; n; n--, data += 64) {
+        __m128i save0 = st0, save1 = st1, msg[4];
+        for (int g = 0; g < 4; g++)
+            msg[g] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(data + 16 * g)), bswap);
+#if defined(__clang__)
+#pragma clang loop unroll(full)
+#elif defined(__GNUC__)
+#pragma GCC unroll 16
+#endif
+        for (int g = 0; g < 16; g++) { /* unrolled: the conditions fold, msg[] is registers */
+            __m128i cur = msg[g & 3], prev = msg[(g - 1) & 3];
+            __m128i k = _mm_add_epi32(cur, _mm_loadu_si128((const __m128i *)&SHA256_K[4 * g]));
+            st1 = _mm_sha256rnds2_epu32(st1, st0, k);
+            st0 = _mm_sha256rnds2_epu32(st0, st1, _mm_shuffle_epi32(k, 0x0E));
+            if (g >= 3 && g < 15) {
+                /* w[t] = s1(w[t-2]) + w[t-7] + s0(w[t-15]) + w[t-16] for the next step:
+                 * msg1 added the s0 term two steps ago, alignr gives w[t-7], msg2 adds s1. */
+                __m128i *next = &msg[(g + 1) & 3];
+                *next = _mm_add_epi32(*next, _mm_alignr_epi8(cur, prev, 4));
+                *next = _mm_sha256msg2_epu32(*next, cur);
+            }
+            if (g >= 1 && g <= 12) /* after the step above read prev as it was */
+                msg[(g - 1) & 3] = _mm_sha256msg1_epu32(prev, cur);
+        }
+        st0 = _mm_add_epi32(st0, save0);
+        st1 = _mm_add_epi32(st1, save1);
+    }
+    tmp = _mm_shuffle_epi32(st0, 0x1B);                             /* FEBA */
+    st1 = _mm_shuffle_epi32(st1, 0xB1);                             /* DCHG */
+    st0 = _mm_blend_epi16(tmp, st1, 0xF0);                          /* DCBA */
+    st1 = _mm_alignr_epi8(st1, tmp, 8);                             /* HGFE */
+    _mm_storeu_si128((__m128i *)&state[0], st0);
+    _mm_storeu_si128((__m128i *)&state[4], st1);
+}
+#endif
+
+static PyObject *native_sha256(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*:sha256", &view))
+        return NULL;
+#ifdef HAVE_SHA_X86
+    static int available = -1;
+    if (available < 0)
+        available = sha_x86_available();
+    if (available) {
+        uint32_t state[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                             0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+        const uint8_t *data = view.buf;
+        size_t len = (size_t)view.len, full = len / 64, rest = len % 64;
+        uint8_t tail[128] = {0};
+        uint64_t bits = (uint64_t)len * 8;
+        /* as hashlib does for more than a few KB: other threads run meanwhile */
+        Py_BEGIN_ALLOW_THREADS
+        sha256_blocks_x86(state, data, full);
+        memcpy(tail, data + 64 * full, rest);
+        tail[rest] = 0x80;
+        size_t tail_len = rest < 56 ? 64 : 128;
+        for (int i = 0; i < 8; i++)
+            tail[tail_len - 1 - i] = (uint8_t)(bits >> (8 * i));
+        sha256_blocks_x86(state, tail, tail_len / 64);
+        Py_END_ALLOW_THREADS
+        PyBuffer_Release(&view);
+        uint8_t digest[32];
+        for (int i = 0; i < 8; i++) {
+            digest[4 * i] = (uint8_t)(state[i] >> 24);
+            digest[4 * i + 1] = (uint8_t)(state[i] >> 16);
+            digest[4 * i + 2] = (uint8_t)(state[i] >> 8);
+            digest[4 * i + 3] = (uint8_t)state[i];
+        }
+        return PyBytes_FromStringAndSize((const char *)digest, 32);
+    }
+#endif
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
 }

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import struct
 import sys
-from array import array
-from bisect import bisect_left
-from itertools import compress
-from operator import itemgetter
 
 from gobtfgen.btf.native import native as _native
 from gobtfgen.record import Record
 
 # `gobtfgen minimize` imports this module in every process: collections.abc (not the
 # _collections_abc os has loaded) costs it 2-4 ms. typing.TYPE_CHECKING without importing
-# typing (mypy reads this name).
+# typing (mypy reads this name). array is imported where it is used, for the same reason: the
+# array module registers its type with collections.abc.MutableSequence when it is imported.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from array import array
     from collections.abc import Collection, Iterable, Sequence
+    from typing import TypeGuard
 
 MAGIC = 0xEB9F
 HEADER_LEN = 24
@@ -199,21 +198,30 @@ class TypeIndex(Record):
         return id(self)  # the sequences may be lists
 
 
+def _is_array_or_view(words: Sequence[int]) -> TypeGuard[array[int] | memoryview]:
+    """isinstance(words, array | memoryview), without importing array (see the imports): an
+    array exists only once its module has been imported."""
+    if isinstance(words, memoryview):
+        return True
+    arrays = sys.modules.get("array")
+    return arrays is not None and isinstance(words, arrays.array)
+
+
 def index_types(words: Sequence[int]) -> TypeIndex:
     """Frame every record of a type section (native-order words): the hot loop of the minimizer.
 
     Compiled (gobtfgen/_native.c) when the module was built, else index_types_python.
     """
-    if _native is not None and isinstance(words, array | memoryview):
+    if _native is not None and _is_array_or_view(words):
         # ~1 ms for a 100k-type kernel, against 10 in Python; the same offsets and errors.
+        # Views of the bytes returned, not arrays: they index as fast, copy nothing, and
+        # importing array costs a cold `gobtfgen minimize` 2-4 ms (collections.abc).
         try:
             offs_b, named_b = _native.frame(words)
         except ValueError as exc:
             raise BTFError(str(exc)) from None
-        offsets, named = array("I"), array("I")
-        offsets.frombytes(offs_b)
-        named.frombytes(named_b)
-        return TypeIndex(offsets=offsets, named_at=named)
+        return TypeIndex(offsets=memoryview(offs_b).cast("I"),
+                         named_at=memoryview(named_b).cast("I"))
     return index_types_python(words)
 
 
@@ -229,7 +237,7 @@ def index_types_python(words: Sequence[int]) -> TypeIndex:
     """
     # The info word of the record at word i is after[i]. A memoryview, not a slice: copying
     # 3 MB into fresh pages costs more (4 ms measured) than indexing a view does.
-    after = memoryview(words)[1:] if isinstance(words, array | memoryview) else words[1:]
+    after = memoryview(words)[1:] if _is_array_or_view(words) else words[1:]
     offs = [0]  # id 0 is void and has no record
     ap = offs.append
     named_at: list[int] = []
@@ -295,9 +303,12 @@ class BTF:
         else:
             # Every field of every record is a 32-bit word, so one byteswap of the whole
             # section gives native order (strings are bytes and need none).
-            words = array("I")
-            words.frombytes(raw)
-            words.byteswap()
+            from array import array
+
+            swapped = array("I")
+            swapped.frombytes(raw)
+            swapped.byteswap()
+            words = swapped
         self.words = words
         self._names: dict[str, list[int]] | None = None
         self._str_cache: dict[int, str] = {}
@@ -324,6 +335,8 @@ class BTF:
         one's length says and the kind is what the index says. Checking every record would
         cost what the walk costs.
         """
+        from bisect import bisect_left  # as in _collect_python
+
         offs = index.offsets
         words = self.words
         n = len(words)
@@ -354,16 +367,13 @@ class BTF:
             return False
         return True
 
-    def _collect(self, wanted: Collection[str]) -> None:
+    def _collect(self, wanted: Collection[str], *, compiled: bool = True) -> None:
         """The named types of each wanted essential name, ascending by id.
 
-        Only the named types' names are looked at (a sixth of the records), and in C: their
-        name offsets and the first byte of each name come from itemgetter in one call each,
-        names starting with a byte no wanted name starts with are dropped by map(), and the
-        rest meet one bytes.startswith against a few prefixes covering every wanted name; the
-        few records left are checked exactly. (Measured on a 133k-type kernel with a tracer's
-        names: 2.8 ms, against 4.1 ms with startswith on every named type and 5 ms for a
-        regex over the string section.)
+        Only the named types' names are looked at (a sixth of the records): in C
+        (gobtfgen/_native.c, names; 0.1-0.3 ms on a 100k-type kernel) where the module is
+        built and the framing is its own, else by _collect_python, the reference.
+        compiled=False takes the Python scan (the tests compare the two).
         """
         found: dict[str, list[int]] = {name: [] for name in wanted}
         self._wanted = found
@@ -371,6 +381,36 @@ class BTF:
         named_at = self.index.named_at
         if not prefixes or not named_at:
             return
+        if compiled and _native is not None and isinstance(named_at, memoryview) \
+                and isinstance(self.offsets, memoryview):
+            # The view runs from the string section's start to the blob's end: names() tests
+            # the prefixes as bytes.startswith does here, which may read past the section.
+            try:
+                hits = _native.names(self.words, named_at, self.offsets,
+                                     memoryview(self._sdata)[self._sbase:], self._slen,
+                                     prefixes, found)
+            except ValueError as exc:
+                raise BTFError(str(exc)) from None
+            for name, tid in hits:
+                found[name].append(tid)
+            return
+        self._collect_python(found, prefixes, named_at)
+
+    def _collect_python(self, found: dict[str, list[int]], prefixes: tuple[bytes, ...],
+                        named_at: Sequence[int]) -> None:
+        """_collect in Python: their name offsets and the first byte of each name come from
+        itemgetter in one call each, names starting with a byte no wanted name starts with are
+        dropped by map(), and the rest meet one bytes.startswith against a few prefixes
+        covering every wanted name; the few records left are checked exactly. (Measured on a
+        133k-type kernel with a tracer's names: 2.8 ms, against 4.1 ms with startswith on
+        every named type and 5 ms for a regex over the string section.)
+        """
+        # Imported here: the compiled path needs none of them, and a cold `gobtfgen minimize`
+        # imports this module in every process (operator and bisect cost it about 1 ms).
+        from bisect import bisect_left
+        from itertools import compress
+        from operator import itemgetter
+
         words = self.words
         sdata, sbase = self._sdata, self._sbase
         strs = memoryview(sdata)[sbase:sbase + self._slen]
@@ -613,7 +653,9 @@ class BTFWriter:
     """
 
     def __init__(self) -> None:
-        self._words = array("I")
+        # A list, packed once by to_bytes: as fast as an array("I") (faster on a kernel's 24k
+        # words, measured), and the cold `gobtfgen minimize` does not import array.
+        self._words: list[int] = []
         self._strs = bytearray(b"\0")
         self._str_index: dict[str, int] = {}
         self.count = 0
@@ -636,11 +678,12 @@ class BTFWriter:
 
     def to_bytes(self, *, little_endian: bool = True, hdr_len: int = HEADER_LEN) -> bytes:
         """The blob; hdr_len=32 writes libbpf >= 1.8's header (empty layout section)."""
-        words = array("I", self._words)
-        if little_endian != _NATIVE_LE:
-            words.byteswap()
-        types = words.tobytes()
         order = "<" if little_endian else ">"
+        try:
+            types = struct.pack(f"{order}{len(self._words)}I", *self._words)
+        except struct.error:
+            # what array("I") raised when the word was added
+            raise OverflowError("a BTF record word is not an unsigned 32-bit integer") from None
         hdr = struct.pack(order + "HBBIIIII", MAGIC, 1, 0, hdr_len, 0, len(types),
                           len(types), len(self._strs))
         hdr += b"\0" * (hdr_len - HEADER_LEN)

@@ -24,14 +24,15 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import zlib
-from array import array
 
 from gobtfgen.btf import BTF, BTFError, TypeIndex, parse_header
 from gobtfgen.btf.native import native
 from gobtfgen.fileio import write_atomic
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads this name)
+# zlib and array are imported where they are used: `gobtfgen minimize` imports this module
+# in every process, and with the compiled framing (KEEP False) uses neither; array imports
+# collections.abc (2-4 ms). typing.TYPE_CHECKING without importing typing (mypy reads it).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from os import PathLike
@@ -46,8 +47,13 @@ _HEAD = struct.Struct("<IIII")
 
 
 def _le_bytes(values: Sequence[int]) -> bytes:
+    from array import array
+
     if isinstance(values, array) and values.typecode == "I":
         arr = values
+    elif isinstance(values, memoryview) and values.format == "I":
+        arr = array("I")
+        arr.frombytes(values.cast("B"))  # the compiled framing's offsets
     else:
         arr = array("I")
         # fromlist: 40% faster than array("I", a_list) for a kernel's 100k offsets.
@@ -71,6 +77,8 @@ def _unplanes(planes: bytes) -> bytes:
 
 
 def encode(index: TypeIndex, type_len: int) -> bytes:
+    import zlib
+
     body = _le_bytes(index.offsets) + _le_bytes(index.named_at)
     # zlib at level 1, not zstandard: on a 400 KB index it is smaller (75 KB against zstd 1's
     # 88 KB) and takes 2 ms, and zstandard's import (typing and its backend, ~15 ms) would be
@@ -85,6 +93,9 @@ def decode(blob: bytes, type_len: int) -> TypeIndex | None:
 
     (BTF() then checks that the last offset frames the blob's last record.)
     """
+    import zlib
+    from array import array
+
     head = len(MAGIC) + _HEAD.size
     if len(blob) < head or not blob.startswith(MAGIC):
         return None
