@@ -15,6 +15,7 @@ import pytest
 from gobtfgen import btf as B
 from gobtfgen import cli
 from gobtfgen.archive import read_kernel_btf
+from gobtfgen.btf.native import native
 from gobtfgen.commands.minimize_fast import display_path, parse_simple, replay
 from gobtfgen.minimize import replay as kept
 from tests import realkernels
@@ -321,6 +322,22 @@ def test_a_cold_run_imports_only_the_minimizer(tmp_path: Path, kernel: Path,
                         replay=False) == 0
         assert out.read_bytes() == ordinary.read_bytes(), minimizer
     assert len(entries(cache, kept.RES_SUFFIX)) == 2
+    if native is not None:
+        # As the console script runs it (runpy imports some of these for -m): nothing that
+        # only the Python framing, name scan and index file use (array imports
+        # collections.abc), and no hashlib where the compiled SHA-256 runs.
+        script = "import sys; from gobtfgen.__main__ import main; sys.exit(main())"
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-c", script,
+                               *argv(kernel, tmp_path / "script.btf", objs)],
+                              env={**env, "GOBTFGEN_CACHE_DIR": str(tmp_path / "cache2")},
+                              check=True, capture_output=True, text=True)
+        imported = {row.split("|")[-1].strip() for row in proc.stderr.splitlines()
+                    if row.startswith("import time:")}
+        assert "gobtfgen.minimize.python" in imported
+        light = ["array", "collections.abc", "bisect", "operator", "itertools", "zlib"]
+        if native.sha256(b"") is not None:
+            light.append("hashlib")
+        assert not imported.intersection(light), imported.intersection(light)
     from gobtfgen.btf import index as btf_index
 
     assert len(list((cache / "raw").glob("*.idx"))) == (1 if btf_index.KEEP else 0)
@@ -381,3 +398,27 @@ def test_the_light_sha256_is_hashlibs() -> None:
         h = sha256(data[:7])
         h.update(data[7:])
         assert h.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_an_object_is_digested_once_per_content(tmp_path: Path, probe_objects: dict[str, Path],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """store() reads every object again: the same bytes give the digest computed before
+    without a second signature, other bytes a new one."""
+    from gobtfgen import coresig
+
+    calls: list[int] = []
+    real = coresig.core_signature
+
+    def counted(*args: object, **kwargs: object) -> tuple[int, str]:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(coresig, "core_signature", counted)
+    monkeypatch.setattr(kept, "_DIGESTED", {})
+    data = probe_objects["base"].read_bytes()
+    first = kept.object_digest(data)
+    assert first is not None and first != kept.SKIPPED
+    assert kept.object_digest(bytes(data)) == first and len(calls) == 1
+    other = probe_objects["relocs"].read_bytes()
+    assert kept.object_digest(other) not in (None, first) and len(calls) == 2
+    assert kept.object_digests([str(probe_objects["base"])]) == [first] and len(calls) == 2

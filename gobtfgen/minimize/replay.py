@@ -111,11 +111,30 @@ def file_sha256(data: bytes) -> str:
 # -- objects -----------------------------------------------------------------------------------
 
 
+# object_digest's results by the object's bytes. store() reads every object again to see that
+# the run's inputs did not change under it; when the bytes are the ones digested before, so is
+# the digest, and the signature (a millisecond for a small object, first calls being cold) is
+# not computed twice. Bounded: a long-lived process digests many objects.
+_DIGESTED: dict[bytes, str | None] = {}
+
+
 def object_digest(data: bytes) -> str | None:
     """What of a BPF object decides the output: "skipped" for one without CO-RE relocations
     (the command skips it with a note), else its CO-RE signature (gobtfgen.coresig, what
     generate's cache is keyed by). None when it is not a BPF object the command would read
     (the command then reports why)."""
+    try:
+        return _DIGESTED[data]
+    except KeyError:
+        pass
+    digest = _object_digest(data)
+    if len(_DIGESTED) >= 64:
+        _DIGESTED.clear()
+    _DIGESTED[data] = digest
+    return digest
+
+
+def _object_digest(data: bytes) -> str | None:
     from gobtfgen import coresig, elf
 
     try:
