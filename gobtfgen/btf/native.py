@@ -24,3 +24,17 @@ if os.environ.get("GOBTFGEN_NO_NATIVE", "") in ("", "0"):
 
 def available() -> bool:
     return native is not None
+
+
+# A worker's heap (see keep_heap in _native.c): blocks up to 32 MiB (glibc's cap; a kernel's
+# largest buffer, its inflated tar, is 4-12 MB) come from the heap, which keeps up to 256 MiB
+# of freed memory rather than fault it in again for the next kernel.
+HEAP_BLOCK = 32 << 20
+HEAP_KEEP = 256 << 20
+
+
+def keep_heap() -> bool:
+    """Keep freed buffers for the next kernel, in this process and the workers it forks from
+    now on (malloc's settings are copied by fork). Whether it took effect: not without the
+    compiled module or with a C library other than glibc, which only costs system time."""
+    return native is not None and native.keep_heap(HEAP_BLOCK, HEAP_KEEP)
