@@ -36,7 +36,7 @@ BTF_MAGIC = 0xEB9F
 _FIX = "re-fetch it (gobtfgen fetch) or leave it out with --exclude"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Kernel:
     key: str  # "<id>/<version>/<arch>/<release>": the payload key and the filter subject
     distro: str
@@ -109,10 +109,16 @@ def scan_archive(root: Path, arches: Iterable[str], include: Sequence[str] = (),
                     continue
                 if arch.name not in wanted:
                     continue
+                # One string per folder name and paths made from their folder's, whose parts
+                # they share: a whole archive's kernels stay a few hundred bytes each.
+                names = (distro.name, version.name, arch.name)
+                prefix = "/".join(names) + "/"
                 for entry in sorted(os.scandir(arch), key=lambda e: e.name):
                     if entry.name.endswith(SUFFIX) and entry.is_file():
-                        kernel = kernel_from_path(root, Path(entry.path))
-                        if kernel and (not include or _matches(kernel.key, include)) and \
+                        release = entry.name[: -len(SUFFIX)]
+                        kernel = Kernel(key=prefix + release, distro=names[0], version=names[1],
+                                        arch=names[2], release=release, path=arch / entry.name)
+                        if (not include or _matches(kernel.key, include)) and \
                                 not _matches(kernel.key, exclude):
                             kernels.append(kernel)
     kernels.sort(key=lambda k: k.key)

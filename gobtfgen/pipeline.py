@@ -18,7 +18,7 @@ import shlex
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +85,7 @@ class Plan:
     archive_doc: dict[str, object] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class KernelResult:
     kernel: Kernel
     status: str  # "minimized" | "cached" | "failed" | "skipped"
@@ -412,21 +412,25 @@ def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
     # Build the minimizer here first: a missing or too old bpftool is one clear error up front.
     minimizer = _fresh_minimizer(options.minimizer, minimizer_options)
     results: list[KernelResult] = []
-    tasks: list[Task] = []
-    for kernel in p.kernels:
-        objs = p.objects_by_arch.get(kernel.arch, ())
-        if not objs:
-            result = KernelResult(kernel=kernel, status="skipped",
-                                  message=f"no BPF object for {kernel.arch}")
-            results.append(result)
-            if on_result:
-                on_result(result)
-            continue
-        tasks.append(Task(kernel=kernel, known_sha=memo.lookup(kernel.path),
-                          objects=tuple(o.path for o in objs),
-                          signature=p.signature_by_arch[kernel.arch],
-                          minimizer=options.minimizer, minimizer_options=minimizer_options,
-                          cache_root=options.cache_dir))
+    paths_by_arch = {arch: tuple(o.path for o in objs)
+                     for arch, objs in p.objects_by_arch.items() if objs}
+
+    def tasks() -> Iterator[Task]:
+        # Made as the pool takes them, not as a list of every kernel's task up front: the main
+        # process's memory should follow the tasks in flight, not the archive.
+        for kernel in p.kernels:
+            objs = paths_by_arch.get(kernel.arch)
+            if objs is None:
+                result = KernelResult(kernel=kernel, status="skipped",
+                                      message=f"no BPF object for {kernel.arch}")
+                results.append(result)
+                if on_result:
+                    on_result(result)
+                continue
+            yield Task(kernel=kernel, known_sha=memo.lookup(kernel.path), objects=objs,
+                       signature=p.signature_by_arch[kernel.arch], minimizer=options.minimizer,
+                       minimizer_options=minimizer_options, cache_root=options.cache_dir)
+
     # Imported here: concurrent.futures (and the logging it loads) costs an unchanged
     # re-run, which never gets this far, 5 ms.
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -441,7 +445,7 @@ def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
     native.keep_heap()
     executor: Executor
     if minimizer.parallel == "processes" and options.jobs > 1:
-        for paths in {t.objects for t in tasks}:
+        for paths in set(paths_by_arch.values()):
             minimizer.prepare(paths)
         from gobtfgen.pool import process_pool
 
@@ -449,37 +453,42 @@ def minimize_all(p: Plan, options: GenerateOptions, memo: StatMemo, *,
     else:
         executor = ThreadPoolExecutor(max_workers=max(1, options.jobs))
     try:
-        pending: set[Future[KernelResult]] = set()
-        queue = iter(tasks)
+        # The kernel of each task in flight: a result comes back from a worker with a copy of
+        # it (unpickled), which this process's own object replaces.
+        pending: dict[Future[KernelResult], Kernel] = {}
+        queue = tasks()
         # Keep a bounded number of tasks in flight: memory stays flat on a 5000-kernel archive.
         for task in queue:
-            pending.add(executor.submit(minimize_kernel, task))
+            pending[executor.submit(minimize_kernel, task)] = task.kernel
             if len(pending) >= 2 * max(1, options.jobs):
                 break
         if meanwhile is not None:
             meanwhile()
         interned: dict[bytes, bytes] = {}  # sha256 -> the one copy of identical minimized BTFs
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
+                kernel = pending.pop(fut)
                 result = fut.result()
-                if result.btf is not None:
+                if result.stamp is not None and result.kernel_sha:
+                    memo.record(kernel.path, result.stamp, result.kernel_sha)
+                btf = result.btf
+                if btf is not None:
                     # Thousands of kernels share a few distinct results: keep one copy of each,
                     # so memory follows the payload, not the archive.
-                    digest = hashlib.sha256(result.btf).digest()
-                    result = dataclasses.replace(result, btf=interned.setdefault(digest,
-                                                                                 result.btf))
+                    btf = interned.setdefault(hashlib.sha256(btf).digest(), btf)
+                # What stays for the outputs: this process's kernel, the one copy of the BTF,
+                # no stamp (the memo has it).
+                result = dataclasses.replace(result, kernel=kernel, btf=btf, stamp=None)
                 room -= result.cache_bytes
                 if room < 0:  # keep the cache bounded during long runs too
                     room = cache.limit - cache.trim()[1]
                 results.append(result)
-                if result.stamp is not None and result.kernel_sha:
-                    memo.record(result.kernel.path, result.stamp, result.kernel_sha)
                 if on_result:
                     on_result(result)
                 nxt = next(queue, None)
                 if nxt is not None:
-                    pending.add(executor.submit(minimize_kernel, nxt))
+                    pending[executor.submit(minimize_kernel, nxt)] = nxt.kernel
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         memo.save()
@@ -603,9 +612,6 @@ def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelRes
                            "unique_btfs": s.blobs, "raw_bytes": s.raw_bytes,
                            "payload_bytes": s.payload_bytes, "format_version": s.version,
                            "type_nodes": s.nodes} for arch, s in stats.items()},
-        "kernels": [{"key": r.kernel.key, "status": "embedded" if r.btf else r.status,
-                     "btf_sha256": blob_id(r.btf), "problem": None if r.btf else r.message}
-                    for r in results],
         "files": sorted([*files, MANIFEST]),
         # Every problem of the run: the summary groups them and points here for the rest.
         # Subjects naming files are relative to the output directory, like "objects".
@@ -613,7 +619,23 @@ def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelRes
                       "subject": os.path.relpath(os.path.abspath(pr.subject), out_abs)
                       if os.path.isfile(pr.subject) else pr.subject} for pr in problems],
     }
-    return json.dumps(doc, indent=1, sort_keys=False) + "\n"
+    # The kernels last, one line each (a re-run's diff is a line a kernel): each dumped on its
+    # own by the C encoder. json.dumps(indent=...) takes the pure-Python encoder, whose pieces
+    # of the whole document were, over 4,300 kernels, the main process's peak (4.6 MB).
+    blobs: dict[int, str | None] = {}  # id of an interned minimized BTF -> its sha256
+
+    def line(r: KernelResult) -> str:
+        sha = blobs.get(id(r.btf)) if r.btf else None
+        if r.btf and sha is None:
+            sha = blobs[id(r.btf)] = blob_id(r.btf)
+        return "  " + json.dumps({"key": r.kernel.key,
+                                  "status": "embedded" if r.btf else r.status,
+                                  "btf_sha256": sha, "problem": None if r.btf else r.message})
+
+    head = json.dumps(doc, indent=1)
+    assert head.endswith("\n}")
+    return (head[:-2] + ',\n "kernels": [' + ("\n" if results else "")
+            + ",\n".join(line(r) for r in results) + "\n ]\n}\n")
 
 
 def _payload_name(options: GenerateOptions, arch: str) -> str | None:

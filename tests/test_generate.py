@@ -334,3 +334,29 @@ def test_unwritable_output_dir(tmp_path: Path, real_archive: Path,
     assert code == 1
     assert err[-1].startswith(f"gobtfgen: error: cannot create output directory {blocker}/out")
     assert err[-1].endswith("pass a writable --output-dir")
+
+
+def test_results_hold_one_copy_of_what_they_share(tmp_path: Path, real_archive: Path,
+                                                  probe_objects: dict[str, Path]) -> None:
+    """What the main process keeps per kernel until the outputs are written stays small (its
+    peak memory should not follow the archive's size): the plan's own Kernel objects, not the
+    copies the workers send back; one bytes object per distinct minimized BTF; no file stamps
+    (the memo has them, and a re-run finds every kernel's hash there)."""
+    from gobtfgen import pipeline
+    from gobtfgen.cache import Cache
+
+    options = pipeline.GenerateOptions(
+        objects=(probe_objects["base"],), archive=real_archive, archive_arg=str(real_archive),
+        arches=("x86_64", "arm64"), output_dir=tmp_path / "out", cache_dir=tmp_path / "cache",
+        jobs=2, minimizer="python")
+    memo = Cache(options.cache_dir).memo()
+    p = pipeline.plan(options, memo)
+    results, _ = pipeline.minimize_all(p, options, memo)
+    assert sorted(r.kernel.key for r in results) == sorted(k.key for k in p.kernels)
+    planned = {id(k) for k in p.kernels}
+    assert all(id(r.kernel) in planned for r in results)
+    assert all(r.stamp is None for r in results)
+    usable = [r.btf for r in results if r.btf]
+    assert usable and len({id(b) for b in usable}) == len(set(usable))
+    again = Cache(options.cache_dir).memo()
+    assert all(again.lookup(k.path) for k in p.kernels if k.arch in ("x86_64", "arm64"))
