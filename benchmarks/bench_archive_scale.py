@@ -20,6 +20,9 @@ the real CLI in a fresh process, at the default cache settings (no --cache-limit
                     and in a cold run over a tenth of the kernels (flat means it does not grow)
   cache on disk     what the cache directory takes after these runs (allocated blocks), against
                     the archive's .tar.xz bytes
+  stages            where a cold kernel's CPU goes: each step of gobtfgen's cold path timed on
+                    its own in this process, on every --stages-every'th kernel, against the xz
+                    the floor is made of (and what the pools of the two runs add)
 Each case prints its wall time and the CPU time of every process it ran (the machine may be
 shared: CPU time is what other load disturbs least), and each ratio both ways.
 Read the figures knowing that the derived kernels share more across kernels than the real
@@ -123,6 +126,54 @@ def baseline(kernels: list[tuple[Path, str]], obj: Path, jobs: int, work: Path) 
     return time.perf_counter() - start
 
 
+# What a cold run does to each kernel, in order (gobtfgen.pipeline._minimize_kernel and
+# kernel_btf), each timed on its own in this process.
+STAGES = ("read the file", "sha256 of the file (cache key)", "xz (liblzma)", "tar",
+          "sha256 of the raw BTF (PreferEmbedded)", "strip", "cache entry: zstd -1",
+          "cache entry: write", "minimize (built-in)")
+
+
+def cold_stages(paths: list[Path], obj: Path, work: Path) -> tuple[dict[str, float], float]:
+    """CPU seconds per stage over these kernels, and the whole cold run's CPU of a kernel
+    besides (what is not a stage: the worker pool, its messages, the main process)."""
+    import hashlib
+
+    from gobtfgen.archive import btf_from_tar, inflate_xz
+    from gobtfgen.btf import native, strip
+    from gobtfgen.cache import RawEntry, atomic_write
+    from gobtfgen.minimize import get_minimizer
+    from gobtfgen.pipeline import fullsum_of
+
+    native.keep_heap()  # as the workers do
+    minimizer = get_minimizer("python")
+    minimizer.prepare([obj])
+    spent = dict.fromkeys(STAGES, 0.0)
+    clock = time.process_time
+    for path in paths:
+        marks = [clock()]
+        data = path.read_bytes()
+        marks.append(clock())
+        sha = hashlib.sha256(data).hexdigest()
+        marks.append(clock())
+        tar = inflate_xz(data, what=path)
+        marks.append(clock())
+        raw = btf_from_tar(tar, what=path)
+        marks.append(clock())
+        fullsum_of(raw)
+        marks.append(clock())
+        stripped = strip.strip(raw)
+        marks.append(clock())
+        entry = RawEntry.encode(sha, stripped or raw, stripped=stripped is not None)
+        marks.append(clock())
+        atomic_write(work / "stage-entry", entry)
+        marks.append(clock())
+        minimizer.minimize(path, [obj], data=stripped or raw)
+        marks.append(clock())
+        for stage, (a, b) in zip(STAGES, zip(marks, marks[1:], strict=False), strict=True):
+            spent[stage] += b - a
+    return spent, len(paths)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,6 +187,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--baseline-every", type=int, default=20,
                     help="the baseline runs on every Nth kernel, scaled up")
+    ap.add_argument("--stages-every", type=int, default=50,
+                    help="the per-stage CPU of a cold kernel is measured on every Nth kernel")
     ap.add_argument("--keep", action="store_true", help="keep the cache and outputs")
     args = ap.parse_args()
     load_before = uptime()
@@ -225,6 +278,9 @@ def main() -> int:
         say(f"cold over {small} kernels (peak RSS at a tenth of the size)")
         small_time, small_main, small_child, _ = generate(
             small_archive, objs["base"], work / "out-small", work / "cache-small", args.jobs)
+        staged = kernels[::args.stages_every]
+        say(f"per-stage CPU of a cold kernel on {len(staged)} kernels, in this process")
+        stages, staged_n = cold_stages([k.path for k in staged], objs["base"], work)
         load_after = uptime()
     finally:
         if not args.keep:
@@ -271,6 +327,21 @@ def main() -> int:
           f"(real files of the bases: {base_xz_bytes / 1e9:.3f} GB), "
           f"{100 * disk / raw_bytes:.1f}% of {raw_bytes / 1e9:.2f} GB raw BTF  "
           f"<= archive: {verdict(disk <= xz_bytes)}")
+    # Where a cold kernel's CPU goes: the stages against the floor's xz, and what the whole run
+    # spent per kernel beyond them (pool, messages, the main process, the kernel's own work).
+    per = {stage: 1000 * t / staged_n for stage, t in stages.items()}
+    floor_ms, cold_ms = 1000 * cpu["xz floor"] / n, 1000 * cpu["cold"] / n
+    extra = sum(v for k, v in per.items() if k != "xz (liblzma)")
+    print(f"CPU of a cold kernel by stage, ms (in one process, {staged_n} kernels, 1 in "
+          f"{args.stages_every}; the floor's CPU is {floor_ms:.2f} ms a kernel, cold's "
+          f"{cold_ms:.2f}):")
+    for stage, ms in per.items():
+        print(f"  {stage:<42}{ms:>7.2f}")
+    xz_ms = per["xz (liblzma)"]
+    print(f"  {'stages besides xz':<42}{extra:>7.2f}  ({100 * extra / xz_ms:.0f}% of xz)")
+    print(f"  {'cold run beyond its stages':<42}{cold_ms - xz_ms - extra:>7.2f}  (pool, "
+          "messages, main process, page faults)")
+    print(f"  {'floor beyond its xz':<42}{floor_ms - xz_ms:>7.2f}  (its pool, page faults)")
     for case, summary in notes.items():
         print(f"  {case}: {summary}")
     return 0
