@@ -133,6 +133,12 @@ class StatMemo:
 
     def save(self) -> None:
         if self._dirty:
+            # Forget files that are gone: otherwise every archive path ever hashed stays, and
+            # each `gobtfgen fetch` update (a worktree per commit, the old one removed) would
+            # add a whole archive's entries that no run can use again, loaded by every run.
+            # One lstat an entry, on runs that learnt something (never on an unchanged one).
+            self._entries = {key: value for key, value in self._entries.items()
+                             if os.path.lexists(key.partition(":")[2])}
             # Best effort, like every cache write: a full or read-only cache costs re-reading
             # the inputs next time, never the run.
             with contextlib.suppress(OSError):

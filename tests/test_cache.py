@@ -20,6 +20,7 @@ from gobtfgen.cache import (
     Cache,
     CachedKernel,
     RawEntry,
+    StatMemo,
     minimize_key,
     parse_size,
 )
@@ -321,3 +322,25 @@ def test_ctrl_c_in_atomic_write_leaves_no_temp_file_and_the_old_file(
     assert target.read_bytes() == b"old"
     atomic_write(target, b"new entry")
     assert target.read_bytes() == b"new entry"
+
+
+def test_memo_forgets_files_that_are_gone(tmp_path: Path) -> None:
+    """A saved memo keeps only files that still exist: a fetch update replaces a whole
+    archive's worktree, and the old tree's entries must not be loaded by every run after."""
+    kept, gone = tmp_path / "kept.btf.tar.xz", tmp_path / "old-tree" / "gone.btf.tar.xz"
+    gone.parent.mkdir()
+    for path in (kept, gone):
+        path.write_bytes(b"x")
+    memo = StatMemo(tmp_path / "memo.json")
+    for path in (kept, gone):
+        memo.record(path, StatMemo.stamp(path), "a" * 64)
+    memo.save()
+    assert StatMemo(tmp_path / "memo.json").lookup(gone) == "a" * 64
+    gone.unlink()
+    gone.parent.rmdir()
+    memo = StatMemo(tmp_path / "memo.json")
+    memo.record(kept, StatMemo.stamp(kept), "b" * 64)  # a run that learnt something saves
+    memo.save()
+    saved = (tmp_path / "memo.json").read_text()
+    assert str(gone) not in saved and str(kept) in saved
+    assert StatMemo(tmp_path / "memo.json").lookup(kept) == "b" * 64
