@@ -68,16 +68,6 @@ def archive_commit(root: Path) -> str | None:
     return None
 
 
-def kernel_from_path(root: Path, path: Path) -> Kernel | None:
-    rel = path.relative_to(root).parts
-    if len(rel) != 4 or not rel[3].endswith(SUFFIX):
-        return None
-    distro, version, arch, name = rel
-    release = name[: -len(SUFFIX)]
-    return Kernel(key=f"{distro}/{version}/{arch}/{release}", distro=distro, version=version,
-                  arch=arch, release=release, path=path)
-
-
 def _matches(key: str, patterns: Sequence[str]) -> bool:
     # A pattern matches the whole key, or a prefix of it ending at a "/" (so "ubuntu" and
     # "centos/7" select folders the way a user expects).

@@ -622,15 +622,11 @@ def manifest_json(options: GenerateOptions, p: Plan, results: Sequence[KernelRes
     # The kernels last, one line each (a re-run's diff is a line a kernel): each dumped on its
     # own by the C encoder. json.dumps(indent=...) takes the pure-Python encoder, whose pieces
     # of the whole document were, over 4,300 kernels, the main process's peak (4.6 MB).
-    blobs: dict[int, str | None] = {}  # id of an interned minimized BTF -> its sha256
-
     def line(r: KernelResult) -> str:
-        sha = blobs.get(id(r.btf)) if r.btf else None
-        if r.btf and sha is None:
-            sha = blobs[id(r.btf)] = blob_id(r.btf)
         return "  " + json.dumps({"key": r.kernel.key,
                                   "status": "embedded" if r.btf else r.status,
-                                  "btf_sha256": sha, "problem": None if r.btf else r.message})
+                                  "btf_sha256": blob_id(r.btf),
+                                  "problem": None if r.btf else r.message})
 
     head = json.dumps(doc, indent=1)
     assert head.endswith("\n}")
